@@ -1,0 +1,3 @@
+from icl.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""`icl train ...`: parse arguments, load the config, call one function. Bad input ends in one
+line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from icl.errors import ICLError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line instead of usage + message
+        raise ICLError(f"{message} (see `{self.prog} --help`)")
+
+
+def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
+    files, overrides = [], []
+    for item in items:
+        if "=" in item:
+            overrides.append(item)
+        elif item.endswith((".yaml", ".yml")):
+            files.append(item)
+        else:
+            raise ICLError(f"argument {item!r}: allowed: a YAML config file (*.yaml) or a key=value override")
+    return files, overrides
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from icl import runs
+    from icl.config import load_config
+
+    files, overrides = _split_args(args.items)
+    if args.resume:
+        if files:
+            raise ICLError("--resume takes the run's own config.yaml; give only key=value overrides (e.g. train.steps=20000)")
+        run_dir = Path(args.resume)
+        cfg = runs.load_run_config(run_dir, overrides)
+    else:
+        cfg = load_config(files, overrides)
+        run_dir = runs.prepare_new_run(cfg, args.run_dir, args.overwrite)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    records = runs.train(cfg, run_dir, resume=bool(args.resume), evaluate=not args.no_eval)
+    for name, rec in records.items():
+        curves = rec["curves"]
+        ks = [k for k in (cfg.data.n_dims, 2 * cfg.data.n_dims) if k < len(rec["k"])]
+        parts = [f"{p} " + " ".join(f"k={k}:{curves[p]['mean'][k]:.4f}" for k in ks) for p in curves]
+        print(f"{name} (MSE): " + " | ".join(parts))
+    if records:
+        print(f"evaluation written to {run_dir / 'eval'} (summary.md, *.json, *.png)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="icl", description="In-context learning of function classes with transformers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("train", help="train a model on a pretraining mixture, then evaluate it")
+    p.add_argument("items", nargs="*", help="YAML config files (merged left to right) and key=value overrides")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--run-dir", help="where to write the run (default: OUT_DIR/NAME from the config)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--no-eval", action="store_true", help="skip the end-of-training evaluation")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except ICLError as e:
+        print(f"icl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("icl: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Evaluation: error curves of any predictor on named scenarios, and their reports."""

@@ -1,0 +1,61 @@
+"""Writing error curves: a JSON with the numbers (mean and 90% bootstrap interval per k) and
+a PNG plot, paper style. Files are written atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from icl.evaluation.curves import CurveResult  # noqa: E402
+from icl.fileio import atomic_write  # noqa: E402
+
+CONVENTIONS = {
+    "mse": "raw MSE (paper 1; unit-variance functions, the zero predictor scores about 1)",
+    "mse_over_d": "MSE divided by the input dimension d (paper 2)",
+}
+
+
+def write_curves(result: CurveResult, out_dir: Path, name: str, title: str, convention: str = "mse",
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``name.json`` and ``name.png`` in ``out_dir``; return the JSON record."""
+    scale = 1.0 / result.n_dims if convention == "mse_over_d" else 1.0
+    summary = result.summary()
+    for stats in summary.values():
+        for key in stats:
+            stats[key] = [v * scale for v in stats[key]]
+    record = {
+        "scenario": name,
+        "title": title,
+        "convention": convention,
+        "convention_text": CONVENTIONS[convention],
+        "n_prompts": int(next(iter(result.sq_errors.values())).shape[0]),
+        "n_dims": result.n_dims,
+        "k": list(range(len(next(iter(summary.values()))["mean"]))),
+        "interval": "90% percentile bootstrap over prompts",
+        "curves": summary,
+        **(extra or {}),
+    }
+    atomic_write(out_dir / f"{name}.json", json.dumps(record, indent=1))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pred_name, stats in summary.items():
+        ax.plot(record["k"], stats["mean"], label=pred_name, lw=2 if pred_name == "model" else 1.3)
+        ax.fill_between(record["k"], stats["ci_low"], stats["ci_high"], alpha=0.2)
+    ax.axvline(result.n_dims, color="grey", ls=":", lw=1)
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("MSE / d" if convention == "mse_over_d" else "MSE")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"{title}\n({CONVENTIONS[convention].split(' (')[0]}, {record['n_prompts']} prompts)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, dpi=120, format="png")
+    plt.close(fig)
+    atomic_write(out_dir / f"{name}.png", png.getvalue())
+    return record

@@ -1,0 +1,160 @@
+"""The ICL transformer: a GPT-2-style causal decoder with a linear read-in of interleaved
+(x, y) tokens and a linear read-out at the x tokens. No loss, no data."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from icl.errors import ICLError
+
+POSITIONS = ("learned", "sinusoidal")
+TOKEN_FORMATS = ("interleaved", "interleaved_flag")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Presets (configs/model/*.yaml): tiny 3L/2H/64, small 6L/4H/128, standard 12L/8H/256."""
+
+    n_layer: int = 12
+    n_head: int = 8
+    n_embd: int = 256
+    max_points: int = 101  # longest prompt (in (x, y) pairs) the positions cover
+    positions: str = "learned"  # learned (paper 2) | sinusoidal (paper 1, fixed)
+    token_format: str = "interleaved"
+    dropout: float = 0.0
+    mlp_ratio: int = 4
+
+    def check(self) -> None:
+        for field in ("n_layer", "n_head", "n_embd", "max_points", "mlp_ratio"):
+            if getattr(self, field) < 1:
+                raise ICLError(f"model.{field}: got {getattr(self, field)}; allowed: an integer >= 1")
+        if self.n_embd % self.n_head:
+            raise ICLError(f"model.n_embd: got {self.n_embd}; allowed: a multiple of model.n_head ({self.n_head})")
+        if self.positions not in POSITIONS:
+            raise ICLError(f"model.positions: got {self.positions!r}; allowed: {', '.join(POSITIONS)}")
+        if self.token_format not in TOKEN_FORMATS:
+            raise ICLError(f"model.token_format: got {self.token_format!r}; allowed: {', '.join(TOKEN_FORMATS)}")
+        if not 0 <= self.dropout < 1:
+            raise ICLError(f"model.dropout: got {self.dropout}; allowed: a number in [0, 1)")
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.dropout = cfg.dropout
+
+    def forward(self, h: Tensor) -> Tensor:
+        q, k, v = rearrange(self.qkv(h), "b t (three h e) -> three b h t e", three=3, h=self.n_head)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(rearrange(out, "b h t e -> b t (h e)"))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block (GPT-2): h + attn(ln(h)), then h + mlp(ln(h))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = SelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.n_embd)
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd)
+        self.fc_out = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = h + self.drop(self.attn(self.ln1(h)))
+        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)), approximate="tanh")))
+
+
+def sinusoidal_positions(n: int, dim: int) -> Tensor:
+    """Fixed sin/cos position table (Vaswani et al.), shape (n, dim)."""
+    pos = torch.arange(n, dtype=torch.float32)[:, None]
+    freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n, dim)
+    table[:, 0::2] = torch.sin(pos * freqs)
+    table[:, 1::2] = torch.cos(pos * freqs[: dim // 2])
+    return table
+
+
+class ICLTransformer(nn.Module):
+    """Predicts y_i from (x_1, y_1, ..., x_{i-1}, y_{i-1}, x_i) for every i at once.
+
+    Token format (``interleaved``): a prompt of N pairs becomes T = 2N tokens of width D,
+    ``[x_1, y_1, x_2, y_2, ...]``, where a y token carries y in coordinate 0 and zeros
+    elsewhere. Worked example, D = 3, N = 2, xs = [[a1, a2, a3], [b1, b2, b3]], ys = [u, v]:
+
+        token 0: [a1, a2, a3]    <- read out here: prediction of u (sees token 0 only)
+        token 1: [u,  0,  0 ]
+        token 2: [b1, b2, b3]    <- read out here: prediction of v (sees tokens 0..2)
+        token 3: [v,  0,  0 ]    (never read out; v is never seen by any prediction of v)
+
+    ``interleaved_flag`` appends a coordinate that is 0 on x tokens and 1 on y tokens.
+    Attention is causal, so ``preds[:, i]`` depends only on ``xs[:, :i+1]`` and ``ys[:, :i]``.
+    The read-in is linear, so it is applied to x and y separately (a y token's embedding is
+    y * W[:, 0] + b) and the results are interleaved: the same maths as embedding the padded
+    tokens, without materialising them.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.n_dims = n_dims
+        width = n_dims + (1 if cfg.token_format == "interleaved_flag" else 0)
+        self.read_in = nn.Linear(width, cfg.n_embd)
+        n_tokens = 2 * cfg.max_points
+        if cfg.positions == "learned":
+            self.pos = nn.Parameter(torch.zeros(n_tokens, cfg.n_embd))
+        else:
+            self.register_buffer("pos", sinusoidal_positions(n_tokens, cfg.n_embd), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.read_out = nn.Linear(cfg.n_embd, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # GPT-2 initialisation: N(0, 0.02), residual output projections scaled by 1/sqrt(2L).
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() >= 2 and "ln" not in name:
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("proj.weight", "fc_out.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+        if isinstance(self.pos, nn.Parameter):
+            nn.init.normal_(self.pos, std=0.01)
+
+    def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Token embeddings (B, 2N, E) of the interleaved prompt, positions included."""
+        B, N, D = xs.shape
+        if D != self.n_dims:
+            raise ICLError(f"input dims: got {D}; this model takes {self.n_dims}")
+        if N > self.cfg.max_points:
+            raise ICLError(f"prompt length: got {N} points; this model takes at most {self.cfg.max_points} (model.max_points)")
+        W, b = self.read_in.weight, self.read_in.bias
+        h_x = F.linear(xs, W[:, :D], b)
+        h_y = ys[..., None] * W[:, 0] + b
+        if self.cfg.token_format == "interleaved_flag":
+            h_y = h_y + W[:, D]
+        h = rearrange([h_x, h_y], "two b n e -> b (n two) e")
+        return self.drop(h + self.pos[: 2 * N])
+
+    def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
+        h = self.embed(xs, ys)
+        for block in self.blocks:
+            h = block(h)
+        return self.read_out(self.ln_f(h[:, 0::2]))[..., 0]
+
+    predict = forward  # the predictor contract shared with every baseline
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

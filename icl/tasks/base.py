@@ -1,0 +1,50 @@
+"""The function-class contract: a prior over functions (``sample_params``) and how to
+evaluate one (``apply``), both batched over sequences and free of side effects."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from icl.errors import ICLError
+
+Params = dict[str, Any]  # tensors with leading dim B (nested dicts for composite classes)
+
+
+@dataclasses.dataclass
+class FunctionClass:
+    """Base class. Subclasses are dataclasses whose fields are their config parameters.
+
+    ``sample_params(n, n_dims, generator)`` draws ``n`` functions on ``R^n_dims``;
+    ``apply(params, xs)`` maps ``xs`` (B, N, n_dims) to ``ys`` (B, N).
+    ``n_dims`` is the number of *active* input dimensions (it grows under a curriculum), so a
+    normalised class keeps Var f(x) = 1 at every curriculum stage for x ~ N(0, I).
+    """
+
+    name: ClassVar[str] = ""
+
+    def check(self, n_dims: int) -> None:
+        """Raise ICLError if this class cannot be used with inputs of ``n_dims`` dimensions."""
+
+    def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
+        raise NotImplementedError
+
+    def apply(self, params: Params, xs: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def gaussian(shape: tuple[int, ...], generator: torch.Generator, device=None) -> Tensor:
+    device = device if device is not None else generator.device
+    return torch.randn(*shape, generator=generator, device=device)
+
+
+def require(cond: bool, field: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ICLError(f"{field}: got {value!r}; allowed: {allowed}")

@@ -1,0 +1,168 @@
+"""The LightningModule (squared loss on every prefix, optimiser and schedule, logging) and the
+step-indexed training data stream. Thin: maths lives in model.py and sampling.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from icl.errors import ICLError
+from icl.model import ICLTransformer
+from icl.rng import Stream, derive_seed
+from icl.sampling import Sampler
+
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("constant", "warmup_rsqrt")
+LOGGERS = ("csv", "tensorboard", "wandb")
+WANDB_MODES = ("offline", "online", "disabled")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+
+
+@dataclasses.dataclass
+class WandbConfig:
+    mode: str = "offline"  # offline (default: no network, no login) | online | disabled
+    project: str = "icl"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    steps: int = 500_000
+    lr: float = 1e-4
+    optimizer: str = "adam"
+    betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    # constant: linear warm-up over warmup_steps (0 = none), then lr (paper 2: 1e-4, no warm-up).
+    # warmup_rsqrt: linear warm-up, then lr * sqrt(warmup_steps / step) (paper 1).
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    precision: str = "32-true"  # bf16-mixed: bf16 autocast (CUDA, or CPUs with bf16 support)
+    accelerator: str = "auto"  # auto | cpu | gpu | ...: passed to Lightning
+    devices: Any = "auto"
+    strategy: str = "auto"
+    checkpoint_every: int = 1000  # steps between kept checkpoints (plus last.ckpt)
+    log_every: int = 50
+    loggers: list[str] = dataclasses.field(default_factory=lambda: ["csv"])
+    wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
+    progress_bar: bool = True
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ICLError(f"train.steps: got {self.steps}; allowed: an integer >= 1")
+        if not self.lr > 0:
+            raise ICLError(f"train.lr: got {self.lr}; allowed: a number > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise ICLError(f"train.optimizer: got {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ICLError(f"train.schedule: got {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+        if self.schedule == "warmup_rsqrt" and self.warmup_steps < 1:
+            raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 1 with schedule warmup_rsqrt")
+        if self.warmup_steps < 0:
+            raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ICLError(f"train.betas: got {list(self.betas)}; allowed: two numbers in [0, 1)")
+        if self.grad_clip < 0:
+            raise ICLError(f"train.grad_clip: got {self.grad_clip}; allowed: a number >= 0 (0 = off)")
+        if self.precision not in PRECISIONS:
+            raise ICLError(f"train.precision: got {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ICLError("train.checkpoint_every / train.log_every: allowed: integers >= 1")
+        bad = [x for x in self.loggers if x not in LOGGERS]
+        if bad:
+            raise ICLError(f"train.loggers: got {bad}; allowed: any of {', '.join(LOGGERS)}")
+        if self.wandb.mode not in WANDB_MODES:
+            raise ICLError(f"train.wandb.mode: got {self.wandb.mode!r}; allowed: {', '.join(WANDB_MODES)}")
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+    s = step + 1
+    warm = min(1.0, s / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "warmup_rsqrt" and s > warmup_steps:
+        return math.sqrt(warmup_steps / s)
+    return warm
+
+
+class StepStream(IterableDataset):
+    """Yields the training batch of every step from ``start`` on, forever.
+
+    Batches are ``sampler.sample_batch(step)``, a pure function of (seed, step), so resume
+    only needs the start step. With W workers, worker w yields steps start + w, start + w + W,
+    ...; the DataLoader's round-robin over workers then restores the step order. Under data
+    parallelism rank r of R keeps rows [r B/R, (r+1) B/R) of the global batch, so the
+    concatenated batch is the single-process one.
+    """
+
+    def __init__(self, sampler: Sampler, start: int, rank: int = 0, world: int = 1) -> None:
+        self.sampler, self.start, self.rank, self.world = sampler, start, rank, world
+
+    def __iter__(self):
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        B = self.sampler.cfg.batch_size
+        lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
+        step = self.start + wid
+        while True:
+            batch = self.sampler.sample_batch(step)
+            yield step, batch.xs[lo:hi], batch.ys[lo:hi]
+            step += nw
+
+
+class ICLModule(L.LightningModule):
+    """Training of an ICLTransformer on a Sampler's stream. ``config`` is the resolved config
+    as a plain dict; it is stored in every checkpoint (``icl_config``)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        from icl.config import from_dict
+
+        self.config = config
+        cfg = from_dict(config)
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):  # initialisation is keyed by the seed alone
+            torch.manual_seed(derive_seed(cfg.seed, Stream.INIT))
+            self.model = ICLTransformer(cfg.model, cfg.data.n_dims)
+        self.sampler = Sampler(cfg.data, cfg.seed)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        return self.model(xs, ys)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        step, xs, ys = batch
+        preds = self.model(xs, ys)
+        per_position = ((preds.float() - ys.float()) ** 2).mean(dim=0)
+        loss = per_position.mean()
+        tcfg = self.cfg.train
+        if (self.global_step + 1) % tcfg.log_every == 0:  # the steps Lightning writes to loggers
+            dims, points = self.sampler.curriculum.at(self.global_step)
+            self.log_dict({"curriculum/dims": float(dims), "curriculum/points": float(points)}, prog_bar=True)
+            self.log_dict({f"train/loss@{k}": v for k, v in enumerate(per_position.detach())})
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        tcfg = self.cfg.train
+        opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
+        opt = opt_cls(self.model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg.schedule, tcfg.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def train_dataloader(self) -> DataLoader:
+        # Called after a checkpoint is restored, so global_step is the step to resume at.
+        stream = StepStream(self.sampler, self.trainer.global_step, self.global_rank, self.trainer.world_size)
+        nw = self.cfg.data.num_workers
+        return DataLoader(stream, batch_size=None, num_workers=nw, persistent_workers=nw > 0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["icl_config"] = self.config
+        checkpoint["icl_format"] = 1
+
