@@ -67,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        # Options may come after key=value overrides; leftovers join the config items.
+        args, extra = build_parser().parse_known_args(argv)
+        if extra and not hasattr(args, "items"):
+            raise ICLError(f"unrecognized arguments: {' '.join(extra)} (see `icl {args.command} --help`)")
+        if extra:
+            args.items += extra
         return args.func(args)
     except ICLError as e:
         print(f"icl: error: {e}", file=sys.stderr)

@@ -18,11 +18,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import lightning as L
+warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.6 vs torch 2.13
+
+import lightning as L  # noqa: E402
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
-from icl.baselines import build_baseline
 from icl.checkpoint import read_checkpoint
 from icl.config import Config, load_config, save_config, to_dict
 from icl.errors import ICLError
@@ -102,6 +103,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
 def evaluate_model(model: torch.nn.Module, cfg: Config, out_dir: Path) -> dict[str, Any]:
     """In-distribution error curves of ``model`` and ``cfg.eval.baselines``, one per training
     component, written to ``out_dir``."""
+    from icl.baselines import build_baseline
+
     model = model.eval()
     device = next(model.parameters()).device
     sampler = Sampler(cfg.data, cfg.eval.seed)

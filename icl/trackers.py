@@ -55,7 +55,8 @@ class CSVMetrics(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        # Lightning adds "epoch", which is meaningless for an endless step-indexed stream.
+        row = {"step": step, **{k: float(v) for k, v in metrics.items() if k != "epoch"}}
         if self.pending and self.pending[-1]["step"] == step:
             self.pending[-1].update(row)
         else:

@@ -40,6 +40,7 @@ class TrainConfig:
     betas: list[float] = dataclasses.field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0
+    fused_optimizer: bool = True  # one fused Adam kernel per step (CPU and CUDA); same maths
     # constant: linear warm-up over warmup_steps (0 = none), then lr (paper 2: 1e-4, no warm-up).
     # warmup_rsqrt: linear warm-up, then lr * sqrt(warmup_steps / step) (paper 1).
     schedule: str = "constant"
@@ -152,7 +153,10 @@ class ICLModule(L.LightningModule):
     def configure_optimizers(self):
         tcfg = self.cfg.train
         opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
-        opt = opt_cls(self.model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=tcfg.eps, weight_decay=tcfg.weight_decay)
+        opt = opt_cls(
+            self.model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=tcfg.eps,
+            weight_decay=tcfg.weight_decay, fused=tcfg.fused_optimizer or None,
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg.schedule, tcfg.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
