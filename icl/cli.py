@@ -42,13 +42,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = runs.prepare_new_run(cfg, args.run_dir, args.overwrite)
     print(f"run directory: {run_dir}", file=sys.stderr)
     records = runs.train(cfg, run_dir, resume=bool(args.resume), evaluate=not args.no_eval)
+    _print_records(records, cfg.data.n_dims, run_dir / "eval" / "in_distribution")
+    return 0
+
+
+def _print_records(records: dict, n_dims: int, out: Path) -> None:
     for name, rec in records.items():
         curves = rec["curves"]
-        ks = [k for k in (cfg.data.n_dims, 2 * cfg.data.n_dims) if k < len(rec["k"])]
+        ks = [k for k in (n_dims, 2 * n_dims) if k < len(rec["k"])] or [len(rec["k"]) - 1]
         parts = [f"{p} " + " ".join(f"k={k}:{curves[p]['mean'][k]:.4f}" for k in ks) for p in curves]
-        print(f"{name} (MSE): " + " | ".join(parts))
+        print(f"{name} ({rec['convention']}): " + " | ".join(parts))
     if records:
-        print(f"evaluation written to {run_dir / 'eval'} (summary.md, *.json, *.png)")
+        print(f"evaluation written to {out} (summary.md, *.json, *.csv, *.png)")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from icl.checkpoint import load_model, resolve_checkpoint
+    from icl.evaluation.run import evaluate_suite
+
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl eval --help`)")
+    ckpt = resolve_checkpoint(args.target)
+    model, cfg = load_model(ckpt, device=args.device)
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    out = Path(args.out) if args.out else run_dir / "eval" / args.suite
+    baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b]
+    records = evaluate_suite(model, cfg, args.suite, out, baselines=baselines, n_prompts=args.n_prompts,
+                             convention=args.convention)
+    _print_records(records, cfg.data.n_dims, out)
     return 0
 
 
@@ -62,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--no-eval", action="store_true", help="skip the end-of-training evaluation")
     p.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on a suite of scenarios")
+    e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    e.add_argument("--suite", default="in_distribution", help="a suite (in_distribution, paper1_dense_sparse, paper1_sinusoid, robustness, length) or one scenario family")
+    e.add_argument("--baselines", help="comma-separated baselines (default: eval.baselines of the run's config)")
+    e.add_argument("--n-prompts", type=int, help="prompts per scenario (default: eval.n_prompts)")
+    e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")
+    e.add_argument("--out", help="output directory (default: RUN_DIR/eval/SUITE)")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    e.set_defaults(func=cmd_eval, items=[])
     return parser
 
 

@@ -20,11 +20,26 @@ from icl.training import TrainConfig
 
 @dataclasses.dataclass
 class EvalConfig:
-    """The evaluation run at the end of training (and by ``icl eval`` by default)."""
+    """Evaluation: at the end of training (suite ``in_distribution``), by ``icl eval``, and
+    periodically during training (every ``every`` steps, 0 = never, on ``periodic_suite``
+    with ``periodic_n_prompts`` prompts, logged as eval/<scenario>/<predictor>/mse@<k>)."""
 
     n_prompts: int = 1000
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares", "averaging"])
+    baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares", "averaging", "bayes"])
     seed: int = 1234  # evaluation sets are keyed by this seed in the EVAL domain
+    table_k: int = 0  # k reported in sweep tables; 0 = min(16, prompt length - 1) as in paper 1
+    sweep_k: int = 10  # in-context examples shown in 1-D prediction-sweep plots
+    frequencies: list[float] = dataclasses.field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0, 5.0])
+    convex_coefs: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    convex_pair: list[Any] = dataclasses.field(
+        default_factory=lambda: [{"name": "dense_linear"}, {"name": "sinusoid", "params": {"freq": 1.0}}]
+    )
+    scales: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 0.5, 2.0, 3.0])
+    label_noise: float = 0.2
+    every: int = 0
+    periodic_suite: str = "in_distribution"
+    periodic_n_prompts: int = 200
+    periodic_baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares"])
 
 
 @dataclasses.dataclass

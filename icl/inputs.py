@@ -12,7 +12,7 @@ from torch import Tensor
 from icl.errors import ICLError
 from icl.rng import Stream, generator
 
-COVARIANCES = ("isotropic", "skewed")
+COVARIANCES = ("isotropic", "skewed", "half_subspace")
 
 
 @dataclasses.dataclass
@@ -22,7 +22,8 @@ class InputConfig:
     ``covariance=isotropic``: A = I. ``covariance=skewed``: A = Q diag(sqrt(lambda)) with
     eigenvalues lambda_i proportional to i^(-skew_power), normalised to mean 1 (so E|x|^2 = d
     as in the isotropic case), and Q a random orthogonal basis fixed by ``basis_seed``
-    (paper 2's skewed-covariance shift uses skew_power = 1).
+    (paper 2's skewed-covariance shift uses skew_power = 1). ``covariance=half_subspace``:
+    x ~ N(0, I) inside a random d/2-dimensional subspace (fixed by ``basis_seed``), 0 across it.
     """
 
     covariance: str = "isotropic"
@@ -41,10 +42,14 @@ class InputConfig:
 
 
 @lru_cache(maxsize=128)
-def skewed_factor(n_dims: int, power: float, basis_seed: int) -> Tensor:
-    """A (d, d) with A A^T = Q diag(lambda) Q^T, lambda_i ~ i^-power with mean 1."""
-    eig = torch.arange(1, n_dims + 1, dtype=torch.float64) ** (-power)
-    eig = eig * n_dims / eig.sum()
+def covariance_factor(kind: str, n_dims: int, power: float, basis_seed: int) -> Tensor:
+    """A (d, d) with A A^T = Q diag(lambda) Q^T: lambda_i ~ i^-power with mean 1 (skewed), or
+    d/2 ones and zeros (half_subspace)."""
+    if kind == "half_subspace":
+        eig = (torch.arange(n_dims) < max(1, n_dims // 2)).to(torch.float64)
+    else:
+        eig = torch.arange(1, n_dims + 1, dtype=torch.float64) ** (-power)
+        eig = eig * n_dims / eig.sum()
     g = generator(basis_seed, n_dims, Stream.BASIS)
     q, r = torch.linalg.qr(torch.randn(n_dims, n_dims, generator=g, dtype=torch.float64))
     q = q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal matrix
@@ -54,8 +59,8 @@ def skewed_factor(n_dims: int, power: float, basis_seed: int) -> Tensor:
 def sample_inputs(cfg: InputConfig, n: int, n_points: int, n_dims: int, gen: torch.Generator) -> Tensor:
     """Draw xs (n, n_points, n_dims) on the generator's device."""
     xs = torch.randn(n, n_points, n_dims, generator=gen, device=gen.device)
-    if cfg.covariance == "skewed":
-        xs = xs @ skewed_factor(n_dims, cfg.skew_power, cfg.basis_seed).to(xs.device).T
+    if cfg.covariance != "isotropic":
+        xs = xs @ covariance_factor(cfg.covariance, n_dims, cfg.skew_power, cfg.basis_seed).to(xs.device).T
     if cfg.scale != 1.0:
         xs = xs * cfg.scale
     if cfg.shift != 0.0:

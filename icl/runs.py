@@ -7,7 +7,7 @@ Layout of a run directory::
     checkpoints/            step=0001000.ckpt ... every train.checkpoint_every steps, last.ckpt
     metrics.csv             CSV log (train/loss, train/loss@k per position, curriculum/*)
     tensorboard/ wandb/     when those loggers are enabled
-    eval/                   <scenario>.json and .png error curves, summary.md
+    eval/<suite>/           summary.md, <scenario>.{json,csv,png}, sweep tables (icl eval)
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ from typing import Any
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.6 vs torch 2.13
 
 import lightning as L  # noqa: E402
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from icl.checkpoint import read_checkpoint
 from icl.config import Config, load_config, save_config, to_dict
 from icl.errors import ICLError
-from icl.evaluation.curves import error_curves
-from icl.evaluation.report import write_curves
-from icl.evaluation.scenarios import in_distribution
-from icl.fileio import atomic_write
-from icl.sampling import Sampler
+from icl.evaluation.run import PeriodicEval, evaluate_suite
 from icl.trackers import build_loggers
 from icl.training import ICLModule
 
@@ -83,6 +78,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         every_n_train_steps=tcfg.checkpoint_every, save_top_k=-1, save_last=True,
     )
     callbacks: list[Any] = [checkpoints]
+    if cfg.eval.every:
+        callbacks.append(PeriodicEval(cfg))
     if tcfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(50, tcfg.log_every))))
     trainer = L.Trainer(
@@ -97,31 +94,6 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if not evaluate or trainer.global_rank != 0:
         return {}
-    return evaluate_model(module.model, cfg, run_dir / "eval")
+    return evaluate_suite(module.model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
 
 
-def evaluate_model(model: torch.nn.Module, cfg: Config, out_dir: Path) -> dict[str, Any]:
-    """In-distribution error curves of ``model`` and ``cfg.eval.baselines``, one per training
-    component, written to ``out_dir``."""
-    from icl.baselines import build_baseline
-
-    model = model.eval()
-    device = next(model.parameters()).device
-    sampler = Sampler(cfg.data, cfg.eval.seed)
-    predictors = {"model": model.predict}
-    for name in cfg.eval.baselines:
-        predictors[name] = build_baseline(name).predict
-    records = {}
-    for sc in in_distribution(cfg, sampler.mixture):
-        result = error_curves(predictors, sampler, cfg.eval.n_prompts, mixture=sc.mixture, inputs=sc.inputs, n_points=sc.n_points, device=device)
-        records[sc.name] = write_curves(result, out_dir, sc.name, sc.title)
-    lines = ["# Evaluation summary", "", "MSE per number of in-context examples k (raw MSE, unit-variance convention).", ""]
-    for name, rec in records.items():
-        ks = sorted({cfg.data.n_dims, 2 * cfg.data.n_dims, len(rec["k"]) - 1} & set(rec["k"]))
-        lines += [f"## {rec['title']}", "", f"![{name}]({name}.png) · numbers: [{name}.json]({name}.json)", "",
-                  "| predictor | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
-        for pred, stats in rec["curves"].items():
-            lines.append(f"| {pred} | " + " | ".join(f"{stats['mean'][k]:.4f}" for k in ks) + " |")
-        lines.append("")
-    atomic_write(out_dir / "summary.md", "\n".join(lines))
-    return records

@@ -129,6 +129,15 @@ class PretrainMixture:
             ys = ys + noise_std[:, None] * torch.randn(B, N, generator=g_noise, device=dev, dtype=xs.dtype)
         return ys, {"component": ids, "params": params, "noise_std": noise_std, "n_dims": d}
 
+    def evaluate(self, info: dict[str, Any], xs: Tensor) -> Tensor:
+        """Noiseless f(xs) for the functions of a sampled batch (``info`` from ``sample``), at
+        new inputs ``xs`` (B, M, d_active): queries off the prompt, prediction sweeps."""
+        ys = torch.zeros(xs.shape[:2], device=xs.device, dtype=xs.dtype)
+        for k, (comp, p) in enumerate(zip(self.components, info["params"], strict=True)):
+            if p is not None:
+                ys = torch.where((info["component"] == k)[:, None], comp.task.apply(p, xs), ys)
+        return ys
+
 
 @dataclasses.dataclass
 class DataConfig:

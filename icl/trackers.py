@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -118,9 +119,7 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
     if id_file.is_file():
         run_id = id_file.read_text().strip()
     else:
-        import wandb
-
-        run_id = wandb.util.generate_id()
+        run_id = uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
     return WandbLogger(
         name=run_name, project=wcfg.project, entity=wcfg.entity, group=wcfg.group, tags=list(wcfg.tags),

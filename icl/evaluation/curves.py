@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icl.inputs import InputConfig
-from icl.rng import Domain
-from icl.sampling import PretrainMixture, Sampler
+from icl.evaluation.prompts import orthant_context, orthogonal_queries, predict_at_queries, repeated_queries
+from icl.inputs import InputConfig, sample_inputs
+from icl.rng import Domain, Stream, generator
+from icl.sampling import Batch, PretrainMixture, Sampler
 
 Predict = Callable[[Tensor, Tensor], Tensor]
 
@@ -51,6 +52,7 @@ def error_curves(
     n_dims: int | None = None,
     mixture: PretrainMixture | None = None,
     inputs: InputConfig | None = None,
+    query: str | None = None,
     device: str | torch.device = "cpu",
 ) -> CurveResult:
     """Evaluate every predictor on the same ``n_prompts`` prompts (EVAL domain), at the curriculum's final length and dims unless overridden."""
@@ -62,7 +64,33 @@ def error_curves(
             block, batch_size=BLOCK, domain=Domain.EVAL, device=device,
             n_points=n_points, n_dims=n_dims, inputs=inputs, mixture=mixture,
         ).slice(0, min(BLOCK, n_prompts - block * BLOCK))
+        targets = batch.ys
+        if query is not None:
+            batch, qxs, targets = shift_queries(batch, query, sampler, block, mixture or sampler.mixture, inputs or sampler.cfg.inputs)
         for name, predict in predictors.items():
-            preds = predict(batch.xs, batch.ys)
-            chunks[name].append(((preds.double() - batch.ys.double()) ** 2).cpu().numpy())
+            preds = predict(batch.xs, batch.ys) if query is None else predict_at_queries(predict, batch.xs, batch.ys, qxs)
+            chunks[name].append(((preds.double() - targets.double()) ** 2).cpu().numpy())
     return CurveResult({k: np.concatenate(v) for k, v in chunks.items()}, n_dims)
+
+
+def shift_queries(batch: Batch, query: str, sampler: Sampler, block: int, mixture: PretrainMixture,
+                  inputs: InputConfig) -> tuple[Batch, Tensor, Tensor]:
+    """Apply a query shift: returns the (possibly changed) context batch, the query inputs
+    and their labels (B, N), from their own EVAL streams (substream 1)."""
+    B, N, D = batch.xs.shape
+    d = batch.info["n_dims"]
+    dev = batch.xs.device
+    g = generator(sampler.seed, block, Stream.INPUTS, substream=1, domain=Domain.EVAL, device=dev)
+    fresh = torch.nn.functional.pad(sample_inputs(inputs, B, N, d, g), (0, D - d))
+    xs, ys = batch.xs, batch.ys
+    if query == "orthant_context":
+        xs, qxs = orthant_context(xs, fresh, g)
+        ys = mixture.evaluate(batch.info, xs[..., :d]) + (batch.ys - mixture.evaluate(batch.info, batch.xs[..., :d]))
+    elif query == "orthogonal":
+        qxs = orthogonal_queries(xs, fresh)
+    else:
+        qxs = repeated_queries(xs, fresh, g)
+    g_noise = generator(sampler.seed, block, Stream.NOISE, substream=1, domain=Domain.EVAL, device=dev)
+    qys = mixture.evaluate(batch.info, qxs[..., :d])
+    qys = qys + batch.info["noise_std"][:, None] * torch.randn(B, N, generator=g_noise, device=dev)
+    return Batch(xs, ys, batch.info), qxs, qys

@@ -43,6 +43,10 @@ def write_curves(result: CurveResult, out_dir: Path, name: str, title: str, conv
         **(extra or {}),
     }
     atomic_write(out_dir / f"{name}.json", json.dumps(record, indent=1))
+    rows = ["k,predictor,mean,ci_low,ci_high"]
+    for pred_name, stats in summary.items():
+        rows += [f"{k},{pred_name},{m:.6g},{lo:.6g},{hi:.6g}" for k, m, lo, hi in zip(record["k"], stats["mean"], stats["ci_low"], stats["ci_high"], strict=True)]
+    atomic_write(out_dir / f"{name}.csv", "\n".join(rows) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for pred_name, stats in summary.items():
         ax.plot(record["k"], stats["mean"], label=pred_name, lw=2 if pred_name == "model" else 1.3)
@@ -54,8 +58,29 @@ def write_curves(result: CurveResult, out_dir: Path, name: str, title: str, conv
     ax.set_title(f"{title}\n({CONVENTIONS[convention].split(' (')[0]}, {record['n_prompts']} prompts)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    save_figure(fig, out_dir / f"{name}.png")
+    return record
+
+
+def save_figure(fig, path: Path) -> None:
     png = io.BytesIO()
     fig.savefig(png, dpi=120, format="png")
     plt.close(fig)
-    atomic_write(out_dir / f"{name}.png", png.getvalue())
-    return record
+    atomic_write(path, png.getvalue())
+
+
+def write_prediction_sweep(grid, curves: dict[str, Any], truth, ctx_x, ctx_y, path: Path, title: str) -> None:
+    """Paper 1 Figs. 4-6: predictions vs x_query over a grid, for fixed in-context examples
+    (one panel per prompt). ``curves[name]`` and ``truth`` are (P, G); ctx_* are (P, k)."""
+    P = truth.shape[0]
+    fig, axes = plt.subplots(1, P, figsize=(3.2 * P, 3), squeeze=False)
+    for p, ax in enumerate(axes[0]):
+        ax.plot(grid, truth[p], color="black", lw=2, label="true f")
+        for name, pred in curves.items():
+            ax.plot(grid, pred[p], lw=1.5 if name == "model" else 1, label=name)
+        ax.scatter(ctx_x[p], ctx_y[p], color="red", s=12, zorder=5, label="context")
+        ax.set_xlabel("x query")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -13,13 +13,7 @@ from icl.errors import ICLError
 from icl.rng import Domain
 from icl.runs import prepare_new_run, train
 from icl.sampling import Sampler
-
-TINY = [
-    "data.n_dims=3", "data.n_points=6", "data.batch_size=8",
-    "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.max_points=8",
-    "train.lr=1e-3", "train.progress_bar=false", "train.log_every=2", "train.checkpoint_every=3",
-    "eval.n_prompts=20",
-]
+from support import TINY
 
 
 def run(tmp_path, name, *extra, evaluate=False):

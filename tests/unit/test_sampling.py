@@ -7,7 +7,7 @@ import torch
 
 from icl.curriculum import Curriculum, CurriculumConfig, Ramp
 from icl.errors import ICLError
-from icl.inputs import InputConfig, sample_inputs, skewed_factor
+from icl.inputs import InputConfig, covariance_factor, sample_inputs
 from icl.rng import Domain, Stream, derive_seed, generator
 from icl.sampling import ComponentConfig, DataConfig, Sampler
 
@@ -137,13 +137,18 @@ def test_bad_curricula(cfg, match):
 
 def test_skewed_covariance_has_the_requested_spectrum():
     d = 6
-    A = skewed_factor(d, 1.0, 0).double()
+    A = covariance_factor("skewed", d, 1.0, 0).double()
     eig = torch.linalg.eigvalsh(A @ A.T).flip(0)
     expected = 1 / torch.arange(1, d + 1, dtype=torch.float64)
     torch.testing.assert_close(eig, expected * d / expected.sum(), rtol=1e-5, atol=1e-6)
     xs = sample_inputs(InputConfig(covariance="skewed"), 20000, 4, d, generator(0, 0, Stream.INPUTS)).double()
     cov = torch.cov(xs.reshape(-1, d).T)
     torch.testing.assert_close(cov, A @ A.T, atol=0.03, rtol=0)
+
+
+def test_half_subspace_inputs_have_rank_d_over_2():
+    xs = sample_inputs(InputConfig(covariance="half_subspace"), 50, 10, 6, generator(0, 0, Stream.INPUTS))
+    assert torch.linalg.matrix_rank(xs.reshape(-1, 6).double(), atol=1e-4) == 3
 
 
 def test_scale_and_shift():
