@@ -1,0 +1,80 @@
+"""Baseline predictors and their registry: ``build_baseline(name, **kwargs)``. Every baseline
+answers ``predict(xs (B, N, D), ys (B, N)) -> preds (B, N)`` for all prefixes at once, with
+``preds[:, i]`` using only ``xs[:, :i+1]`` and ``ys[:, :i]``."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from icl.baselines.base import Predictor
+from icl.baselines.bayes import BayesMixture, BayesPosterior, component
+from icl.baselines.checkpoint import CheckpointPredictor
+from icl.baselines.lasso import Lasso, LassoCV
+from icl.baselines.linear import LeastSquares, Ridge
+from icl.baselines.simple import KNN, Averaging, Zero
+from icl.errors import ICLError
+
+BASELINES: dict[str, type[Predictor]] = {
+    cls.name: cls
+    for cls in (
+        Zero,
+        Averaging,
+        KNN,
+        LeastSquares,
+        Ridge,
+        Lasso,
+        LassoCV,
+        BayesMixture,
+        CheckpointPredictor,
+    )
+}
+
+
+def baseline_params(name: str) -> list[str]:
+    """The keyword arguments ``build_baseline(name, ...)`` accepts."""
+    cls = BASELINES[name]
+    factory = cls.build if cls.build.__func__ is not Predictor.build.__func__ else cls.__init__  # type: ignore[attr-defined]
+    params = list(inspect.signature(factory).parameters.values())
+    return [
+        p.name
+        for p in params
+        if p.name not in ("self", "cls") and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+
+
+def build_baseline(name: str, **kwargs: Any) -> Predictor:
+    """Build a registered baseline, rejecting unknown names and keyword arguments with an
+    ICLError that lists what is allowed."""
+    if name not in BASELINES:
+        raise ICLError(f"unknown baseline {name!r}; allowed: {', '.join(sorted(BASELINES))}")
+    allowed = baseline_params(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ICLError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; "
+            f"allowed: {', '.join(allowed) or '(none)'}"
+        )
+    try:
+        return BASELINES[name].build(**kwargs)
+    except TypeError as err:  # a required argument is missing
+        raise ICLError(f"{name}: {err}; allowed parameters: {', '.join(allowed)}") from None
+
+
+__all__ = [
+    "BASELINES",
+    "Averaging",
+    "BayesMixture",
+    "BayesPosterior",
+    "CheckpointPredictor",
+    "KNN",
+    "Lasso",
+    "LassoCV",
+    "LeastSquares",
+    "Predictor",
+    "Ridge",
+    "Zero",
+    "baseline_params",
+    "build_baseline",
+    "component",
+]

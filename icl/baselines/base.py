@@ -1,0 +1,112 @@
+"""The predictor contract shared by every baseline, input checks, and the prefix sufficient
+statistics that let one batched solve serve every context length at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from icl.errors import ICLError
+
+
+class Predictor:
+    """``predict(xs (B, N, D), ys (B, N)) -> preds (B, N)``: ``preds[:, i]`` is the prediction
+    of ``ys[:, i]`` from the context ``(xs[:, :i], ys[:, :i])`` and the query ``xs[:, i]``
+    only; ``preds[:, 0]`` has no context. ``name`` is the registry key, ``label`` the display
+    name (never parsed)."""
+
+    name: ClassVar[str] = ""
+    label: str = ""
+
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, xs: Tensor, ys: Tensor) -> Tensor:
+        return self.predict(xs, ys)
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> Predictor:
+        """Construct from registry keyword arguments (overridden where a config needs a
+        different entry point, e.g. a checkpoint path)."""
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+
+def check_inputs(xs: Tensor, ys: Tensor) -> None:
+    """Raise ICLError unless xs is (B, N, D) and ys is (B, N)."""
+    if xs.ndim != 3 or ys.ndim != 2 or tuple(ys.shape) != tuple(xs.shape[:2]):
+        raise ICLError(
+            f"predictor inputs: got xs {tuple(xs.shape)} and ys {tuple(ys.shape)}; "
+            "allowed: xs (B, N, D) and ys (B, N)"
+        )
+
+
+def require(cond: bool, field: str, allowed: str, value: Any) -> None:
+    if not cond:
+        raise ICLError(f"{field}: got {value!r}; allowed: {allowed}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (bools excluded)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def exclusive_cumsum(t: Tensor, dim: int = 1) -> Tensor:
+    """out[:, i] = sum_{j < i} t[:, j] along ``dim``.
+
+    Shift-then-sum (not ``cumsum(t) - t``), so prefix i is computed from entries j < i only
+    and is bit-for-bit independent of the rest: the no-leakage property holds exactly.
+    """
+    dim = dim % t.ndim
+    pad = [0, 0] * (t.ndim - dim - 1) + [1, 0]
+    shifted = F.pad(t.narrow(dim, 0, t.shape[dim] - 1), pad)
+    return torch.cumsum(shifted, dim=dim)
+
+
+@dataclasses.dataclass
+class PrefixStats:
+    """Sufficient statistics of every context prefix, in float64: for prefix i (context
+    points j < i), ``gram[:, i] = sum x_j x_j^T``, ``xty[:, i] = sum y_j x_j``,
+    ``yty[:, i] = sum y_j^2`` and ``count[i] = i``."""
+
+    gram: Tensor  # (B, N, D, D)
+    xty: Tensor  # (B, N, D)
+    yty: Tensor  # (B, N)
+    count: Tensor  # (N,)
+
+
+def prefix_stats(xs: Tensor, ys: Tensor) -> PrefixStats:
+    xs, ys = xs.double(), ys.double()
+    outer = xs[..., :, None] * xs[..., None, :]
+    count = torch.arange(xs.shape[1], device=xs.device, dtype=torch.float64)
+    return PrefixStats(
+        gram=exclusive_cumsum(outer),
+        xty=exclusive_cumsum(xs * ys[..., None]),
+        yty=exclusive_cumsum(ys * ys),
+        count=count,
+    )
+
+
+def prefix_mask(n: int, device: torch.device) -> Tensor:
+    """(N, N) float64 mask with [i, j] = 1 iff j < i (context point j is visible to query i)."""
+    return torch.ones(n, n, device=device, dtype=torch.float64).tril(-1)
+
+
+def batch_chunks(batch: int, per_item: int, budget: int = 1 << 23) -> Iterator[slice]:
+    """Slices over the batch so that each chunk holds about ``budget`` elements at most, given
+    ``per_item`` elements per sequence (a chunk has at least one sequence)."""
+    step = max(1, budget // max(per_item, 1))
+    for start in range(0, batch, step):
+        yield slice(start, min(start + step, batch))

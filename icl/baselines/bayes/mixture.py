@@ -1,0 +1,168 @@
+"""The Bayes-optimal (posterior-mean) predictor for a pretraining mixture: each component's
+posterior mean, weighted by prior weight x marginal likelihood of the context."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from icl.baselines.base import Predictor, check_inputs, is_int, is_number, require
+from icl.baselines.bayes.common import ComponentPosterior
+from icl.baselines.bayes.linear import DenseLinearPosterior, SparseLinearPosterior
+from icl.baselines.bayes.sinusoid import SinusoidPosterior
+from icl.errors import ICLError
+from icl.sampling import Component, PretrainMixture
+from icl.tasks import DenseLinear, Sinusoid, SparseLinear
+
+SUPPORTED = (DenseLinear, SparseLinear, Sinusoid)
+
+
+@dataclasses.dataclass
+class BayesPosterior:
+    """Everything ``BayesMixture.posterior`` computes, per prompt and prefix: the mixture
+    prediction (B, N), each kept component's prediction, log evidence and posterior weight
+    (B, N, C); ``labels`` names the C kept components (zero-weight ones are dropped)."""
+
+    preds: Tensor
+    component_preds: Tensor
+    log_evidence: Tensor
+    weights: Tensor
+    labels: list[str]
+
+
+class BayesMixture(Predictor):
+    """Posterior mean of f(x_query) under the pretraining prior, for any mixture of dense
+    linear, sparse linear and 1-D sinusoid classes (a single class is a one-component
+    mixture), built from the task objects themselves so the prior always matches the sampler.
+
+    Per component: dense linear -> ridge with lam = sigma^2 / v; sparse linear -> exact
+    average over all C(d, nnz) supports; sinusoid (d = 1) -> frequency grid with the
+    amplitude integrated out. The mixture weights components by prior weight x evidence.
+
+    ``noise_floor``: the noise standard deviation assumed for a component is
+    max(noise_std, noise_floor). Noiseless classes need it (their evidence is degenerate at
+    sigma = 0); 1e-3 is far below the unit signal scale, so dense and sparse predictions are
+    their noiseless limits to ~1e-6. The sinusoid's posterior over frequency narrows like
+    sigma / sqrt(k), soon below any affordable grid spacing, so it has its own floor
+    ``sinusoid_noise_floor``: 0.01 minimised the MSE on noiseless sinusoid data (512
+    prompts, 41 points, 2000 grid points) among 1e-3, 3e-3, 0.01, 0.02, 0.05 and 0.1 (0.02
+    tied; 1e-3 tripled the error at k = 2). Both floors are exact no-ops for noise_std above
+    them.
+
+    ``n_dims``: active input dims (coordinates beyond are ignored), for curriculum batches
+    padded with zeros; default all of xs's.
+
+    The MSE of even this predictor against noisy labels includes the label noise:
+    ``irreducible_mse()`` = sum_k weight_k noise_std_k^2 is that floor.
+    """
+
+    name = "bayes"
+
+    def __init__(
+        self,
+        mixture: PretrainMixture | Sequence[Component] | Component,
+        noise_floor: float = 1e-3,
+        sinusoid_noise_floor: float = 0.01,
+        max_supports: int = 20_000,
+        n_grid: int = 2000,
+        n_dims: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        comps = _components(mixture)
+        for field, value in (
+            ("noise_floor", noise_floor),
+            ("sinusoid_noise_floor", sinusoid_noise_floor),
+        ):
+            require(is_number(value) and value > 0, f"bayes.{field}", "a number > 0", value)
+        for field, value in (("max_supports", max_supports), ("n_grid", n_grid)):
+            require(is_int(value) and value >= 1, f"bayes.{field}", "an integer >= 1", value)
+        ok_dims = n_dims is None or (is_int(n_dims) and n_dims >= 1)
+        require(ok_dims, "bayes.n_dims", "null or an integer >= 1", n_dims)
+        total = sum(c.weight for c in comps)
+        require(
+            all(c.weight >= 0 for c in comps) and total > 0,
+            "bayes.mixture weights",
+            "non-negative numbers with a positive sum",
+            [c.weight for c in comps],
+        )
+        unsupported = [c.label for c in comps if c.weight > 0 and not isinstance(c.task, SUPPORTED)]
+        if unsupported:
+            raise ICLError(
+                f"bayes: no Bayes-optimal predictor for component(s) {', '.join(unsupported)}; "
+                f"allowed: {', '.join(t.name for t in SUPPORTED)}"
+            )
+        self.components = [c for c in comps if c.weight > 0]
+        self.log_prior = [math.log(c.weight / total) for c in self.components]
+        self.noise_floor, self.sinusoid_noise_floor = (
+            float(noise_floor),
+            float(sinusoid_noise_floor),
+        )
+        self.max_supports, self.n_grid, self.n_dims = max_supports, n_grid, n_dims
+        self.posteriors: list[ComponentPosterior] = [self._posterior(c) for c in self.components]
+        self.label = (
+            label
+            or "bayes["
+            + " + ".join(f"{c.weight / total:g} {c.label}" for c in self.components)
+            + "]"
+        )
+
+    def _posterior(self, comp: Component) -> ComponentPosterior:
+        task = comp.task
+        if isinstance(task, Sinusoid):
+            return SinusoidPosterior(
+                task, max(comp.noise_std, self.sinusoid_noise_floor) ** 2, self.n_grid
+            )
+        noise_var = max(comp.noise_std, self.noise_floor) ** 2
+        if isinstance(task, SparseLinear):
+            return SparseLinearPosterior(task, noise_var, self.max_supports)
+        return DenseLinearPosterior(task, noise_var)
+
+    def irreducible_mse(self) -> float:
+        """E (y - f(x))^2 under the mixture: the label-noise floor that even the Bayes
+        predictor's MSE against noisy labels cannot go below (0 for noiseless mixtures)."""
+        total = sum(c.weight for c in self.components)
+        return sum(c.weight / total * c.noise_std**2 for c in self.components)
+
+    def posterior(self, xs: Tensor, ys: Tensor) -> BayesPosterior:
+        check_inputs(xs, ys)
+        x64, y64 = xs.double(), ys.double()
+        if self.n_dims is not None:
+            x64 = x64[..., : self.n_dims]
+        results = [p.evaluate(x64, y64) for p in self.posteriors]
+        comp_preds = torch.stack([pred for pred, _ in results], -1)
+        log_ev = torch.stack([ev for _, ev in results], -1)
+        log_prior = torch.tensor(self.log_prior, dtype=torch.float64, device=xs.device)
+        weights = torch.softmax(log_ev + log_prior, dim=-1)
+        mix = (weights * comp_preds).sum(-1)
+        return BayesPosterior(mix, comp_preds, log_ev, weights, [c.label for c in self.components])
+
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        return self.posterior(xs, ys).preds.to(ys.dtype)
+
+
+def _components(mixture: PretrainMixture | Sequence[Component] | Component) -> list[Component]:
+    if isinstance(mixture, PretrainMixture):
+        return list(mixture.components)
+    if isinstance(mixture, Component):
+        return [mixture]
+    if (
+        isinstance(mixture, (list, tuple))
+        and mixture
+        and all(isinstance(c, Component) for c in mixture)
+    ):
+        return list(mixture)
+    raise ICLError(
+        f"bayes.mixture: got {type(mixture).__name__}; "
+        "allowed: a PretrainMixture, a Component or a non-empty list of Components"
+    )
+
+
+def component(
+    task: object, noise_std: float = 0.0, weight: float = 1.0, label: str | None = None
+) -> Component:
+    """A mixture component from a task object, for building Bayes predictors by hand."""
+    return Component(task, weight, noise_std, label or getattr(task, "name", type(task).__name__))  # type: ignore[arg-type]
