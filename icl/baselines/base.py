@@ -88,14 +88,25 @@ class PrefixStats:
 
 
 def prefix_stats(xs: Tensor, ys: Tensor) -> PrefixStats:
+    # One matmul with the strictly-lower-triangular mask sums all per-point statistics over
+    # every prefix at once (faster than cumsum on CPU). Masked terms enter as exact zeros, so
+    # for finite inputs prefix i depends only on points j < i.
     xs, ys = xs.double(), ys.double()
-    outer = xs[..., :, None] * xs[..., None, :]
-    count = torch.arange(xs.shape[1], device=xs.device, dtype=torch.float64)
+    b, n, d = xs.shape
+    per_point = torch.cat(
+        [
+            (xs[..., :, None] * xs[..., None, :]).reshape(b, n, d * d),
+            xs * ys[..., None],
+            (ys * ys)[..., None],
+        ],
+        dim=-1,
+    )
+    sums = prefix_mask(n, xs.device) @ per_point
     return PrefixStats(
-        gram=exclusive_cumsum(outer),
-        xty=exclusive_cumsum(xs * ys[..., None]),
-        yty=exclusive_cumsum(ys * ys),
-        count=count,
+        gram=sums[..., : d * d].reshape(b, n, d, d),
+        xty=sums[..., d * d : d * d + d],
+        yty=sums[..., -1],
+        count=torch.arange(n, device=xs.device, dtype=torch.float64),
     )
 
 

@@ -70,102 +70,105 @@ def lasso_path(
     if ids.numel() == 0:
         return out, ok
     max_steps = max_steps if max_steps is not None else 8 * d + 8 * n_targets + 16
-    dims = torch.arange(d, device=dev)
+    sides = torch.arange(2 * d, device=dev)
 
-    # State of the running problems (rows follow ``ids``); slot state has m columns.
+    # State of the running problems (rows follow ``ids``); the slot state has m columns.
     al, target = alphas[ids], target[ids]
     grad = xty[ids].clone()  # c - G w
     lam = lam_max[ids].clone()
     first = grad.abs().argmax(-1)
-    gcol = gram[ids, :, first]
-    coord = first[:, None].clone()  # slot -> coordinate (-1: empty slot)
-    sign = torch.sign(grad.gather(1, first[:, None]))
-    inv = 1.0 / gcol.gather(1, first[:, None])[:, :, None]  # G_AA^-1 on the slots
-    cols = gcol[:, :, None]  # G[:, A] on the slots
+    rows_of_gram = gram.reshape(-1, d)  # G symmetric: column j of problem p is row p * d + j
+    gcol = rows_of_gram.index_select(0, ids * d + first)
+    m = min(d, 4)  # slots: grown by doubling when a row needs more
+    coord = F.pad(first[:, None], (0, m - 1), value=-1)  # slot -> coordinate (-1: empty)
+    sign = F.pad(torch.sign(grad.gather(1, first[:, None])), (0, m - 1))
+    inv = F.pad(1.0 / gcol.gather(1, first[:, None])[:, :, None], (0, m - 1, 0, m - 1))
+    cols = F.pad(gcol[:, :, None], (0, m - 1))  # G[:, A] on the slots
     coef = torch.zeros_like(sign)
-    active = dims[None, :] == first[:, None]
-    barred_pos = barred_neg = torch.zeros_like(active)
+    inactive = torch.arange(d, device=dev)[None, :] != first[:, None]
+    barred = torch.full_like(first, -1)  # a (coordinate, side) that may not join next
 
     for _ in range(max_steps):
-        m = coord.shape[1]
+        # Candidate events as steps in lambda: joins at +lambda (columns 0..d-1), joins at
+        # -lambda (d..2d-1), drops of slot coefficients (2d..); the smallest positive wins.
         direction = (inv @ sign[..., None])[..., 0]  # d w_A / d(-lambda)
         slope = (cols @ direction[..., None])[..., 0]  # d grad / d(-lambda) = G d
         lam_c = lam[:, None]
-        tie = _TIE * lam_c
-        hit_pos = (lam_c - grad) / (1 - slope)
-        hit_neg = (lam_c + grad) / (1 + slope)
-        hit_pos = torch.where((hit_pos > tie) & ~(active | barred_pos), hit_pos, _INF)
-        hit_neg = torch.where((hit_neg > tie) & ~(active | barred_neg), hit_neg, _INF)
-        join_step, join_j = torch.minimum(hit_pos, hit_neg).min(-1)
-        cross = -coef / direction
-        drop_step, drop_slot = torch.where(cross > tie, cross, _INF).min(-1)
+        up, down = (lam_c - grad) / (1 - slope), (lam_c + grad) / (1 + slope)
+        hits = torch.cat([up, down, -coef / direction], 1)
+        allowed = torch.cat([inactive, inactive, coord >= 0], 1)
+        allowed[:, : 2 * d] &= sides[None, :] != barred[:, None]
+        event_step, event = torch.where(allowed & (hits > _TIE * lam_c), hits, _INF).min(-1)
         alpha_next = al.gather(1, target[:, None])[:, 0]
         stop_step = lam - alpha_next
-        step = torch.minimum(torch.minimum(join_step, drop_step), stop_step).clamp_min(0)
-        coef = coef + step[:, None] * direction
-        grad = grad - step[:, None] * slope
-        lam = lam - step
-        stop = stop_step <= torch.minimum(join_step, drop_step)
-        join = ~stop & (join_step <= drop_step)
-        drop = ~stop & ~join
-        lam = torch.where(stop, alpha_next, lam)
+        stop = stop_step <= event_step
+        step = torch.where(stop, stop_step, event_step).clamp_min(0)
+        coef = torch.addcmul(coef, step[:, None], direction)
+        grad = torch.addcmul(grad, step[:, None], slope, value=-1.0)
+        lam = torch.where(stop, alpha_next, lam - step)
+        is_join = event < 2 * d
+        jr, dr = torch.nonzero(~stop & is_join)[:, 0], torch.nonzero(~stop & ~is_join)[:, 0]
+        singular = torch.zeros_like(stop)
+        barred = torch.full_like(barred, -1)
 
-        # Bordering (join) or Schur downdate (drop) of G_AA^-1: one rank-one term.
-        border = cols.gather(1, join_j[:, None, None].expand(-1, 1, m))[:, 0]  # G[j, A]
-        u = (inv @ border[..., None])[..., 0]
-        gcol = gram[ids, :, join_j]
-        g_jj = gcol.gather(1, join_j[:, None])[:, 0]
-        schur = g_jj - (border * u).sum(-1)
-        singular = join & ~(schur > 1e-13 * g_jj)
-        join = join & ~singular
-        full_slots = join & (coord >= 0).all(-1)
-        flags = torch.stack([full_slots.any(), stop.any(), singular.any()]).tolist()
-        if flags[0]:
-            grow = min(d, 2 * m) - m
-            coord = F.pad(coord, (0, grow), value=-1)
-            sign, coef, u = (F.pad(t, (0, grow)) for t in (sign, coef, u))
-            cols, inv = F.pad(cols, (0, grow)), F.pad(inv, (0, grow, 0, grow))
-            m += grow
-        slots = torch.arange(m, device=dev)
-        new_slot = (coord < 0).to(torch.int8).argmax(-1)
-        join_mask = join[:, None] & (slots[None, :] == new_slot[:, None])
-        drop_mask = drop[:, None] & (slots[None, :] == drop_slot[:, None])
-        h = inv.gather(2, drop_slot[:, None, None].expand(-1, m, 1))[..., 0]
-        h_jj = h.gather(1, drop_slot[:, None])[:, 0]
-        vec = torch.where(
-            join[:, None], torch.where(join_mask, -1.0, u), torch.where(drop[:, None], h, 0.0)
-        )
-        weight = torch.where(join, 1.0 / schur, torch.where(drop, -1.0 / h_jj, 0.0))
-        weight = torch.where(join | drop, weight, 0.0)
-        inv = torch.baddbmm(inv, vec[:, :, None], (weight[:, None] * vec)[:, None, :])
-        keep = (~drop_mask).to(dt)
-        inv = inv * keep[:, :, None] * keep[:, None, :]
+        if jr.numel():  # bordering of G_AA^-1 with the joining coordinate
+            ev = event[jr]
+            jj = torch.remainder(ev, d)
+            border = cols[jr, jj]  # G[j, A]
+            u = (inv.index_select(0, jr) @ border[..., None])[..., 0]
+            gcol = rows_of_gram.index_select(0, ids.index_select(0, jr) * d + jj)
+            g_jj = gcol.gather(1, jj[:, None])[:, 0]
+            schur = g_jj - (border * u).sum(-1)
+            good = schur > 1e-13 * g_jj
+            if not bool(good.all()):
+                singular[jr[~good]] = True
+                jr, ev, jj, u, gcol, schur = (t[good] for t in (jr, ev, jj, u, gcol, schur))
+            m = coord.shape[1]
+            if bool((coord.index_select(0, jr) >= 0).all(-1).any()):  # no free slot: grow
+                grow = min(d, 2 * m) - m
+                coord = F.pad(coord, (0, grow), value=-1)
+                sign, coef, u = (F.pad(t, (0, grow)) for t in (sign, coef, u))
+                cols, inv = F.pad(cols, (0, grow)), F.pad(inv, (0, grow, 0, grow))
+            js = (coord.index_select(0, jr) < 0).to(torch.int8).argmax(-1)
+            u[torch.arange(jr.numel(), device=dev), js] = -1.0
+            inv.index_add_(0, jr, u[:, :, None] * (u / schur[:, None])[:, None, :])
+            coord[jr, js] = jj
+            sign[jr, js] = torch.where(ev < d, 1.0, -1.0).to(dt)
+            cols[jr, :, js] = gcol
+            inactive[jr, jj] = False
 
-        # A dropped coordinate sits on the +-lambda boundary it left; for the next segment it
-        # may not re-join on that side (a spurious zero-length event), only on the other.
-        dropped = drop[:, None] & (dims[None, :] == coord.gather(1, drop_slot[:, None]))
-        old_sign = sign.gather(1, drop_slot[:, None])
-        barred_pos, barred_neg = dropped & (old_sign > 0), dropped & (old_sign < 0)
-        active = (active | (join[:, None] & (dims[None, :] == join_j[:, None]))) & ~dropped
-        coord = torch.where(join_mask, join_j[:, None], torch.where(drop_mask, -1, coord))
-        sign = torch.where(join_mask, torch.sign(grad.gather(1, join_j[:, None])), sign * keep)
-        coef = torch.where(join_mask, 0.0, coef * keep)
-        cols = torch.where(join_mask[:, None, :], gcol[:, :, None], cols * keep[:, None, :])
+        if dr.numel():  # Schur downdate of G_AA^-1 removing the dropped slot
+            ds = event[dr] - 2 * d
+            h = inv[dr, :, ds]
+            inv.index_add_(0, dr, -h[:, :, None] * (h / h.gather(1, ds[:, None]))[:, None, :])
+            inv[dr, ds, :] = 0.0
+            inv[dr, :, ds] = 0.0
+            dc = coord[dr, ds]
+            # The dropped coordinate sits on the +-lambda boundary it left: for the next
+            # segment it may re-join on the other side only (no zero-length event).
+            barred[dr] = dc + d * (sign[dr, ds] < 0).long()
+            inactive[dr, dc] = True
+            coord[dr, ds] = -1
+            sign[dr, ds] = 0.0
+            coef[dr, ds] = 0.0
+            cols[dr, :, ds] = 0.0
 
-        if flags[1] or flags[2]:
+        flags = torch.stack([stop.any(), singular.any()]).tolist()
+        if flags[0] or flags[1]:
             # Record the targets reached on this segment; finish problems with none left.
             sr = torch.nonzero(stop)[:, 0]
             out[ids[sr], target[sr]] = _scatter_slots(coef[sr], coord[sr], d)
             target = target + stop.long()
             done = (target >= n_targets) | singular
-            if flags[2]:
+            if flags[1]:
                 fr = torch.nonzero(singular)[:, 0]
                 ok[ids[fr]] = False
                 _fill_remaining(out, ids[fr], target[fr], _scatter_slots(coef[fr], coord[fr], d))
             kr = torch.nonzero(~done)[:, 0]
-            ids, al, target, grad, lam = ids[kr], al[kr], target[kr], grad[kr], lam[kr]
-            coord, sign, inv, cols, coef = coord[kr], sign[kr], inv[kr], cols[kr], coef[kr]
-            active, barred_pos, barred_neg = active[kr], barred_pos[kr], barred_neg[kr]
+            state = (ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred)
+            ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred = (
+                t.index_select(0, kr) for t in state
+            )
             if ids.numel() == 0:
                 return out, ok
 

@@ -20,16 +20,20 @@ def orthogonal_queries(xs: Tensor, fresh: Tensor) -> Tensor:
     """Query i = ``fresh[:, i]`` projected onto the orthogonal complement of span(x_0..x_{i-1})
     (zero once the context spans R^d). Gram-Schmidt over positions, batched over prompts."""
     B, N, d = xs.shape
-    basis = torch.zeros(B, 0, d, dtype=xs.dtype, device=xs.device)
+    x64, f64 = xs.double(), fresh.double()
+    basis = torch.zeros(B, 0, d, dtype=torch.float64, device=xs.device)
+
+    def residual(v: Tensor) -> Tensor:  # v minus its projection on the current basis
+        return v - torch.einsum("bkd,bk->bd", basis, torch.einsum("bkd,bd->bk", basis, v))
+
     out = []
     for i in range(N):
-        q = fresh[:, i] - torch.einsum("bkd,bk->bd", basis, torch.einsum("bkd,bd->bk", basis, fresh[:, i]))
-        out.append(q)
-        v = xs[:, i] - torch.einsum("bkd,bk->bd", basis, torch.einsum("bkd,bd->bk", basis, xs[:, i]))
+        out.append(residual(f64[:, i]))
+        v = residual(residual(x64[:, i]))  # twice: classical Gram-Schmidt loses orthogonality once
         norm = v.norm(dim=-1, keepdim=True)
-        v = torch.where(norm > 1e-6, v / norm.clamp_min(1e-12), torch.zeros_like(v))
-        basis = torch.cat([basis, v[:, None]], dim=1)
-    return torch.stack(out, dim=1)
+        keep = norm > 1e-8 * x64[:, i].norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        basis = torch.cat([basis, torch.where(keep, v / norm.clamp_min(1e-300), 0.0)[:, None]], dim=1)
+    return torch.stack(out, dim=1).to(xs.dtype)
 
 
 def repeated_queries(xs: Tensor, fresh: Tensor, gen: torch.Generator) -> Tensor:

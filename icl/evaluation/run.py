@@ -62,7 +62,7 @@ def evaluate_suite(model, cfg: Config, suite: str, out_dir: Path, *, baselines: 
         raise ICLError(f"--convention: got {convention!r}; allowed: {', '.join(CONVENTIONS)}")
     names = list(cfg.eval.baselines if baselines is None else baselines)
     check_baselines(names)
-    n_prompts = n_prompts or cfg.eval.n_prompts
+    n_prompts = cfg.eval.n_prompts if n_prompts is None else n_prompts
     if n_prompts < 1:
         raise ICLError(f"--n-prompts: got {n_prompts}; allowed: an integer >= 1")
     sampler = Sampler(cfg.data, cfg.eval.seed)

@@ -1,0 +1,94 @@
+"""Evaluation: scenarios build, query shifts do what they say, curves are reproducible and
+their bootstrap intervals contain the mean."""
+
+import numpy as np
+import pytest
+import torch
+
+from icl.baselines import build_baseline
+from icl.config import load_config
+from icl.errors import ICLError
+from icl.evaluation.curves import CurveResult, error_curves
+from icl.evaluation.prompts import orthogonal_queries, predict_at_queries, repeated_queries
+from icl.evaluation.scenarios import SCENARIOS, SUITES, build_suite
+from icl.sampling import Sampler
+
+D20 = load_config([], ["model.max_points=60"])
+D1 = load_config([], ["data.n_dims=1", "data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]"])
+
+
+@pytest.mark.parametrize("cfg", [D20, D1], ids=["d20", "d1"])
+@pytest.mark.parametrize("family", sorted(SCENARIOS))
+def test_every_scenario_builds_and_samples(cfg, family):
+    sampler = Sampler(cfg.data, 0)
+    for sc in build_suite(family, cfg, sampler.mixture):
+        b = sampler.sample_batch(0, batch_size=3, n_points=sc.n_points or 5, n_dims=cfg.data.n_dims,
+                                 inputs=sc.inputs, mixture=sc.mixture)
+        assert torch.isfinite(b.ys).all()
+
+
+def test_suites_name_known_families_and_unknown_names_fail():
+    assert all(f in SCENARIOS for fams in SUITES.values() for f in fams)
+    with pytest.raises(ICLError, match="allowed suites"):
+        build_suite("nope", D20, Sampler(D20.data, 0).mixture)
+
+
+def test_orthogonal_queries_are_orthogonal_to_their_context():
+    g = torch.Generator().manual_seed(0)
+    xs, fresh = torch.randn(4, 8, 5, generator=g), torch.randn(4, 8, 5, generator=g)
+    q = orthogonal_queries(xs, fresh)
+    for i in range(1, 8):
+        dots = torch.einsum("bjd,bd->bj", xs[:, :i], q[:, i])
+        assert dots.abs().max() < 1e-4
+    assert q[:, 5:].abs().max() < 1e-4 and q[:, :5].norm(dim=-1).min() > 1e-3  # R^5 is spanned after 5
+
+
+def test_repeated_queries_pick_earlier_inputs():
+    g = torch.Generator().manual_seed(0)
+    xs, fresh = torch.randn(6, 7, 3, generator=g), torch.randn(6, 7, 3, generator=g)
+    q = repeated_queries(xs, fresh, g)
+    assert torch.equal(q[:, 0], fresh[:, 0])
+    for b in range(6):
+        for i in range(1, 7):
+            assert any(torch.equal(q[b, i], xs[b, j]) for j in range(i))
+
+
+def test_predict_at_queries_equals_one_prompt_per_position():
+    g = torch.Generator().manual_seed(1)
+    xs, ys, q = torch.randn(3, 6, 4, generator=g), torch.randn(3, 6, generator=g), torch.randn(3, 6, 4, generator=g)
+    ls = build_baseline("least_squares")
+    out = predict_at_queries(ls.predict, xs, ys, q)
+    for i in range(6):
+        prompt = torch.cat([xs[:, :i], q[:, i:i + 1]], dim=1)
+        torch.testing.assert_close(out[:, i], ls.predict(prompt, ys[:, :i + 1])[:, i])
+
+
+def test_curves_are_reproducible_and_independent_of_prompt_count():
+    cfg = load_config([], ["data.n_dims=4", "data.n_points=8"])
+    sampler = Sampler(cfg.data, 7)
+    preds = {"least_squares": build_baseline("least_squares").predict, "averaging": build_baseline("averaging").predict}
+    a = error_curves(preds, sampler, 150)
+    b = error_curves(preds, Sampler(cfg.data, 7), 150)
+    c = error_curves(preds, sampler, 120)
+    assert np.array_equal(a.sq_errors["averaging"], b.sq_errors["averaging"])
+    assert np.array_equal(a.sq_errors["averaging"][:120], c.sq_errors["averaging"])
+
+
+def test_least_squares_curve_follows_one_minus_k_over_d():
+    d = 8
+    cfg = load_config([], [f"data.n_dims={d}", "data.n_points=12"])
+    result = error_curves({"ls": build_baseline("least_squares").predict}, Sampler(cfg.data, 0), 2000)
+    mean = result.sq_errors["ls"].mean(axis=0)
+    for k in range(12):
+        expected = max(0.0, 1 - k / d)
+        se = result.sq_errors["ls"][:, k].std() / np.sqrt(2000)
+        assert abs(mean[k] - expected) < 5 * se + 1e-6
+
+
+def test_bootstrap_interval_contains_the_mean():
+    rng = np.random.default_rng(0)
+    res = CurveResult({"p": rng.exponential(size=(500, 6))}, n_dims=3)
+    stats = res.summary()["p"]
+    for m, lo, hi in zip(stats["mean"], stats["ci_low"], stats["ci_high"], strict=True):
+        assert lo < m < hi
+        assert hi - lo < 0.5  # ~ 2 * 1.645 * sd / sqrt(500) = 0.15 for unit-sd data
