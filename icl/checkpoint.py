@@ -31,7 +31,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as e:
-        raise ICLError(f"{p}: not a readable checkpoint (truncated or corrupted?): {str(e).splitlines()[0][:200]}") from None
+        raise ICLError(
+            f"{p}: not a readable checkpoint (truncated or corrupted?): {str(e).splitlines()[0][:200]}"
+        ) from None
     if not isinstance(ckpt, dict) or "icl_config" not in ckpt or "state_dict" not in ckpt:
         raise ICLError(f"{p}: not an icl checkpoint (no icl_config / state_dict)")
     return ckpt
@@ -43,9 +45,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[IC
     cfg = from_dict(ckpt["icl_config"])
     model = ICLTransformer(dataclasses.replace(cfg.model), cfg.data.n_dims)
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ICLError(f"{resolve_checkpoint(path)}: weights do not match its config: {str(e).splitlines()[0][:200]}") from None
+        raise ICLError(
+            f"{resolve_checkpoint(path)}: weights do not match its config: {str(e).splitlines()[0][:200]}"
+        ) from None
     return model.to(device).eval(), cfg

@@ -34,7 +34,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     files, overrides = _split_args(args.items)
     if args.resume:
         if files:
-            raise ICLError("--resume takes the run's own config.yaml; give only key=value overrides (e.g. train.steps=20000)")
+            raise ICLError(
+                "--resume takes the run's own config.yaml; give only key=value overrides (e.g. train.steps=20000)"
+            )
         run_dir = Path(args.resume)
         cfg = runs.load_run_config(run_dir, overrides)
     else:
@@ -67,8 +69,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out = Path(args.out) if args.out else run_dir / "eval" / args.suite
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b]
-    records = evaluate_suite(model, cfg, args.suite, out, baselines=baselines, n_prompts=args.n_prompts,
-                             convention=args.convention)
+    records = evaluate_suite(
+        model, cfg, args.suite, out, baselines=baselines, n_prompts=args.n_prompts, convention=args.convention
+    )
     _print_records(records, cfg.data.n_dims, out)
     return 0
 
@@ -85,7 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on a suite of scenarios")
     e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
-    e.add_argument("--suite", default="in_distribution", help="a suite (in_distribution, paper1_dense_sparse, paper1_sinusoid, robustness, length) or one scenario family")
+    e.add_argument(
+        "--suite",
+        default="in_distribution",
+        help="a suite (in_distribution, paper1_dense_sparse, paper1_sinusoid, robustness, length) "
+        "or one scenario family",
+    )
     e.add_argument("--baselines", help="comma-separated baselines (default: eval.baselines of the run's config)")
     e.add_argument("--n-prompts", type=int, help="prompts per scenario (default: eval.n_prompts)")
     e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")

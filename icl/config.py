@@ -4,6 +4,7 @@ merged from defaults, YAML files and ``key=value`` overrides; validated once, wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ class EvalConfig:
     table_k: int = 0  # k reported in sweep tables; 0 = min(16, prompt length - 1) as in paper 1
     sweep_k: int = 10  # in-context examples shown in 1-D prediction-sweep plots
     frequencies: list[float] = dataclasses.field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0, 5.0])
-    convex_coefs: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    convex_coefs: list[float] = dataclasses.field(
+        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    )
     convex_pair: list[Any] = dataclasses.field(
         default_factory=lambda: [{"name": "dense_linear"}, {"name": "sinusoid", "params": {"freq": 1.0}}]
     )
@@ -80,7 +83,7 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Conf
             parsed = yaml.safe_load(value) if value else ""
         except yaml.YAMLError:
             parsed = value
-        _guard(lambda: OmegaConf.update(merged, key, parsed, merge=True), f"override {item!r}")
+        _guard(functools.partial(OmegaConf.update, merged, key, parsed, merge=True), f"override {item!r}")
     cfg = OmegaConf.to_object(merged)
     if not cfg.name and files:
         cfg.name = Path(files[-1]).stem
@@ -98,7 +101,11 @@ def _guard(fn, where: str):
         return fn()
     except (ConfigKeyError, ConfigAttributeError) as e:
         owner = getattr(e, "object_type", None)
-        allowed = ", ".join(f.name for f in dataclasses.fields(owner)) if dataclasses.is_dataclass(owner) else "see docs/config.md"
+        allowed = (
+            ", ".join(f.name for f in dataclasses.fields(owner))
+            if dataclasses.is_dataclass(owner)
+            else "see docs/config.md"
+        )
         raise ICLError(f"{where}: unknown key {e.full_key or e.key!r}; allowed keys here: {allowed}") from None
     except OmegaConfBaseException as e:
         raise ICLError(f"{where}: {e.full_key or ''}: {_one_line(e)}") from None

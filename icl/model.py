@@ -132,7 +132,9 @@ class ICLTransformer(nn.Module):
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif p.dim() >= 2 and "ln" not in name:
-                std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("proj.weight", "fc_out.weight")) else 0.02
+                std = (
+                    0.02 / math.sqrt(2 * self.cfg.n_layer) if name.endswith(("proj.weight", "fc_out.weight")) else 0.02
+                )
                 nn.init.normal_(p, std=std)
         if isinstance(self.pos, nn.Parameter):
             nn.init.normal_(self.pos, std=0.01)
@@ -143,7 +145,9 @@ class ICLTransformer(nn.Module):
         if D != self.n_dims:
             raise ICLError(f"input dims: got {D}; this model takes {self.n_dims}")
         if N > self.cfg.max_points:
-            raise ICLError(f"prompt length: got {N} points; this model takes at most {self.cfg.max_points} (model.max_points)")
+            raise ICLError(
+                f"prompt length: got {N} points; this model takes at most {self.cfg.max_points} (model.max_points)"
+            )
         W, b = self.read_in.weight, self.read_in.bias
         h_x = F.linear(xs, W[:, :D], b)
         h_y = ys[..., None] * W[:, 0] + b

@@ -44,7 +44,10 @@ def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) ->
     path = Path(run_dir) if run_dir else Path(cfg.out_dir) / (cfg.name or "run")
     if path.exists() and any(path.iterdir()):
         if not overwrite:
-            raise ICLError(f"run directory {path} exists; use --resume {path} to continue it, --overwrite to replace it, or name=... for a new run")
+            raise ICLError(
+                f"run directory {path} exists; use --resume {path} to continue it, --overwrite to replace it, "
+                "or name=... for a new run"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, path / CONFIG_FILE)
@@ -68,14 +71,21 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         ckpt = read_checkpoint(ckpt_path)
         resume_step = int(ckpt["global_step"])
         if resume_step >= cfg.train.steps:
-            raise ICLError(f"--resume {run_dir}: already trained {resume_step} steps; raise train.steps (now {cfg.train.steps}) to continue")
+            raise ICLError(
+                f"--resume {run_dir}: already trained {resume_step} steps; "
+                f"raise train.steps (now {cfg.train.steps}) to continue"
+            )
         save_config(cfg, run_dir / CONFIG_FILE)
     config = to_dict(cfg)
     tcfg = cfg.train
     module = ICLModule(config)
     checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="step={step:07d}", auto_insert_metric_name=False,
-        every_n_train_steps=tcfg.checkpoint_every, save_top_k=-1, save_last=True,
+        dirpath=run_dir / "checkpoints",
+        filename="step={step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=tcfg.checkpoint_every,
+        save_top_k=-1,
+        save_last=True,
     )
     callbacks: list[Any] = [checkpoints]
     if cfg.eval.every:
@@ -83,17 +93,24 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
     if tcfg.progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(50, tcfg.log_every))))
     trainer = L.Trainer(
-        max_steps=tcfg.steps, max_epochs=-1, accelerator=tcfg.accelerator, devices=tcfg.devices,
-        strategy=tcfg.strategy, precision=tcfg.precision,
-        gradient_clip_val=tcfg.grad_clip or None, log_every_n_steps=tcfg.log_every,
+        max_steps=tcfg.steps,
+        max_epochs=-1,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        gradient_clip_val=tcfg.grad_clip or None,
+        log_every_n_steps=tcfg.log_every,
         logger=build_loggers(tcfg, run_dir, cfg.name or run_dir.name, config, resume_step) or False,
-        callbacks=callbacks, enable_progress_bar=tcfg.progress_bar, enable_model_summary=False,
-        default_root_dir=str(run_dir), num_sanity_val_steps=0, use_distributed_sampler=False,
+        callbacks=callbacks,
+        enable_progress_bar=tcfg.progress_bar,
+        enable_model_summary=False,
+        default_root_dir=str(run_dir),
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
     )
     trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if not evaluate or trainer.global_rank != 0:
         return {}
     return evaluate_suite(module.model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
-
-

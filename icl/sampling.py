@@ -84,7 +84,9 @@ class PretrainMixture:
         self.weights = torch.tensor(weights, dtype=torch.float64)
 
     @classmethod
-    def from_config(cls, specs: list[ComponentConfig] | list[dict], n_dims: int, mixing: str = "per_sequence") -> PretrainMixture:
+    def from_config(
+        cls, specs: list[ComponentConfig] | list[dict], n_dims: int, mixing: str = "per_sequence"
+    ) -> PretrainMixture:
         components = []
         for i, spec in enumerate(specs):
             spec = spec if isinstance(spec, ComponentConfig) else ComponentConfig(**spec)
@@ -95,7 +97,11 @@ class PretrainMixture:
                 task.check(n_dims)
             except ICLError as e:
                 raise ICLError(f"data.mixture[{i}]: {e}") from None
-            label = spec.name + ("(" + ", ".join(f"{k}={v}" for k, v in spec.params.items() if not isinstance(v, (list, dict))) + ")" if spec.params else "")
+            label = spec.name + (
+                "(" + ", ".join(f"{k}={v}" for k, v in spec.params.items() if not isinstance(v, (list, dict))) + ")"
+                if spec.params
+                else ""
+            )
             components.append(Component(task, float(spec.weight), float(spec.noise_std), label))
         return cls(components, mixing)
 

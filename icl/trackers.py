@@ -122,6 +122,14 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         run_id = uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
     return WandbLogger(
-        name=run_name, project=wcfg.project, entity=wcfg.entity, group=wcfg.group, tags=list(wcfg.tags),
-        save_dir=str(run_dir), mode=wcfg.mode, id=run_id, resume="allow", config=config,
+        name=run_name,
+        project=wcfg.project,
+        entity=wcfg.entity,
+        group=wcfg.group,
+        tags=list(wcfg.tags),
+        save_dir=str(run_dir),
+        mode=wcfg.mode,
+        id=run_id,
+        resume="allow",
+        config=config,
     )

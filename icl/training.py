@@ -66,7 +66,9 @@ class TrainConfig:
         if self.schedule not in SCHEDULES:
             raise ICLError(f"train.schedule: got {self.schedule!r}; allowed: {', '.join(SCHEDULES)}")
         if self.schedule == "warmup_rsqrt" and self.warmup_steps < 1:
-            raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 1 with schedule warmup_rsqrt")
+            raise ICLError(
+                f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 1 with schedule warmup_rsqrt"
+            )
         if self.warmup_steps < 0:
             raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -154,8 +156,12 @@ class ICLModule(L.LightningModule):
         tcfg = self.cfg.train
         opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
         opt = opt_cls(
-            self.model.parameters(), lr=tcfg.lr, betas=tuple(tcfg.betas), eps=tcfg.eps,
-            weight_decay=tcfg.weight_decay, fused=tcfg.fused_optimizer or None,
+            self.model.parameters(),
+            lr=tcfg.lr,
+            betas=tuple(tcfg.betas),
+            eps=tcfg.eps,
+            weight_decay=tcfg.weight_decay,
+            fused=tcfg.fused_optimizer or None,
         )
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg.schedule, tcfg.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -169,4 +175,3 @@ class ICLModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["icl_config"] = self.config
         checkpoint["icl_format"] = 1
-

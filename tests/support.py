@@ -1,8 +1,16 @@
 """Shared test fixtures: a tiny config that trains in seconds on CPU."""
 
 TINY = [
-    "data.n_dims=3", "data.n_points=6", "data.batch_size=8",
-    "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.max_points=8",
-    "train.lr=1e-3", "train.progress_bar=false", "train.log_every=2", "train.checkpoint_every=3",
+    "data.n_dims=3",
+    "data.n_points=6",
+    "data.batch_size=8",
+    "model.n_layer=1",
+    "model.n_head=2",
+    "model.n_embd=16",
+    "model.max_points=8",
+    "train.lr=1e-3",
+    "train.progress_bar=false",
+    "train.log_every=2",
+    "train.checkpoint_every=3",
     "eval.n_prompts=20",
 ]

@@ -34,7 +34,10 @@ BASELINES: dict[str, type[Predictor]] = {
 def baseline_params(name: str) -> list[str]:
     """The keyword arguments ``build_baseline(name, ...)`` accepts."""
     cls = BASELINES[name]
-    factory = cls.build if cls.build.__func__ is not Predictor.build.__func__ else cls.__init__  # type: ignore[attr-defined]
+    overridden = getattr(cls.build, "__func__", None) is not getattr(
+        Predictor.build, "__func__", None
+    )
+    factory = cls.build if overridden else cls.__init__
     params = list(inspect.signature(factory).parameters.values())
     return [
         p.name

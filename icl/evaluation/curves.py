@@ -55,26 +55,38 @@ def error_curves(
     query: str | None = None,
     device: str | torch.device = "cpu",
 ) -> CurveResult:
-    """Evaluate every predictor on the same ``n_prompts`` prompts (EVAL domain), at the curriculum's final length and dims unless overridden."""
+    """Evaluate every predictor on the same ``n_prompts`` prompts (EVAL domain), at the
+    curriculum's final length and dims unless overridden."""
     n_points = n_points or sampler.cfg.n_points
     n_dims = n_dims or sampler.cfg.n_dims
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in predictors}
     for block in range((n_prompts + BLOCK - 1) // BLOCK):
         batch = sampler.sample_batch(
-            block, batch_size=BLOCK, domain=Domain.EVAL, device=device,
-            n_points=n_points, n_dims=n_dims, inputs=inputs, mixture=mixture,
+            block,
+            batch_size=BLOCK,
+            domain=Domain.EVAL,
+            device=device,
+            n_points=n_points,
+            n_dims=n_dims,
+            inputs=inputs,
+            mixture=mixture,
         ).slice(0, min(BLOCK, n_prompts - block * BLOCK))
         targets = batch.ys
         if query is not None:
-            batch, qxs, targets = shift_queries(batch, query, sampler, block, mixture or sampler.mixture, inputs or sampler.cfg.inputs)
+            batch, qxs, targets = shift_queries(
+                batch, query, sampler, block, mixture or sampler.mixture, inputs or sampler.cfg.inputs
+            )
         for name, predict in predictors.items():
-            preds = predict(batch.xs, batch.ys) if query is None else predict_at_queries(predict, batch.xs, batch.ys, qxs)
+            preds = (
+                predict(batch.xs, batch.ys) if query is None else predict_at_queries(predict, batch.xs, batch.ys, qxs)
+            )
             chunks[name].append(((preds.double() - targets.double()) ** 2).cpu().numpy())
     return CurveResult({k: np.concatenate(v) for k, v in chunks.items()}, n_dims)
 
 
-def shift_queries(batch: Batch, query: str, sampler: Sampler, block: int, mixture: PretrainMixture,
-                  inputs: InputConfig) -> tuple[Batch, Tensor, Tensor]:
+def shift_queries(
+    batch: Batch, query: str, sampler: Sampler, block: int, mixture: PretrainMixture, inputs: InputConfig
+) -> tuple[Batch, Tensor, Tensor]:
     """Apply a query shift: returns the (possibly changed) context batch, the query inputs
     and their labels (B, N), from their own EVAL streams (substream 1)."""
     B, N, D = batch.xs.shape

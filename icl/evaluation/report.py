@@ -22,8 +22,14 @@ CONVENTIONS = {
 }
 
 
-def write_curves(result: CurveResult, out_dir: Path, name: str, title: str, convention: str = "mse",
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def write_curves(
+    result: CurveResult,
+    out_dir: Path,
+    name: str,
+    title: str,
+    convention: str = "mse",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write ``name.json`` and ``name.png`` in ``out_dir``; return the JSON record."""
     scale = 1.0 / result.n_dims if convention == "mse_over_d" else 1.0
     summary = result.summary()
@@ -45,7 +51,10 @@ def write_curves(result: CurveResult, out_dir: Path, name: str, title: str, conv
     atomic_write(out_dir / f"{name}.json", json.dumps(record, indent=1))
     rows = ["k,predictor,mean,ci_low,ci_high"]
     for pred_name, stats in summary.items():
-        rows += [f"{k},{pred_name},{m:.6g},{lo:.6g},{hi:.6g}" for k, m, lo, hi in zip(record["k"], stats["mean"], stats["ci_low"], stats["ci_high"], strict=True)]
+        rows += [
+            f"{k},{pred_name},{m:.6g},{lo:.6g},{hi:.6g}"
+            for k, m, lo, hi in zip(record["k"], stats["mean"], stats["ci_low"], stats["ci_high"], strict=True)
+        ]
     atomic_write(out_dir / f"{name}.csv", "\n".join(rows) + "\n")
     fig, ax = plt.subplots(figsize=(6, 4))
     for pred_name, stats in summary.items():

@@ -23,15 +23,19 @@ from icl.fileio import atomic_write
 from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
-BAYES = {"bayes": "Bayes-optimal for the scenario's distribution", "bayes_train": "Bayes-optimal for the training mixture"}
+BAYES = {
+    "bayes": "Bayes-optimal for the scenario's distribution",
+    "bayes_train": "Bayes-optimal for the training mixture",
+}
 
 
 def table_k(cfg: Config, n_points: int) -> int:
     return cfg.eval.table_k or min(16, n_points - 1)
 
 
-def build_predictors(model, names: list[str], scenario: Scenario, train_mixture: PretrainMixture, n_dims: int,
-                     notes: list[str]):
+def build_predictors(
+    model, names: list[str], scenario: Scenario, train_mixture: PretrainMixture, n_dims: int, notes: list[str]
+):
     """The model and the named baselines for one scenario; Bayes references that do not exist
     for a scenario's classes are skipped with a note instead of failing the suite."""
     predictors = {"model": model.predict} if model is not None else {}
@@ -54,8 +58,16 @@ def check_baselines(names: list[str]) -> None:
             build_baseline(name)  # raises ICLError for unknown names
 
 
-def evaluate_suite(model, cfg: Config, suite: str, out_dir: Path, *, baselines: list[str] | None = None,
-                   n_prompts: int | None = None, convention: str = "mse") -> dict[str, Any]:
+def evaluate_suite(
+    model,
+    cfg: Config,
+    suite: str,
+    out_dir: Path,
+    *,
+    baselines: list[str] | None = None,
+    n_prompts: int | None = None,
+    convention: str = "mse",
+) -> dict[str, Any]:
     """Evaluate ``model`` (an ICLTransformer trained with ``cfg``) on ``suite``; write to
     ``out_dir``; return {scenario name: JSON record}."""
     if convention not in CONVENTIONS:
@@ -92,10 +104,24 @@ def _run_scenarios(model, cfg, sampler, scenarios, names, n_prompts, convention,
     with torch.no_grad():
         for sc in scenarios:
             predictors = build_predictors(model, names, sc, sampler.mixture, cfg.data.n_dims, notes)
-            result = error_curves(predictors, sampler, n_prompts, n_points=sc.n_points, mixture=sc.mixture,
-                                  inputs=sc.inputs, query=sc.query, device=device)
-            records[sc.name] = write_curves(result, partial, sc.name, sc.title, convention,
-                                            extra={"group": sc.group, "value": sc.value, "query": sc.query})
+            result = error_curves(
+                predictors,
+                sampler,
+                n_prompts,
+                n_points=sc.n_points,
+                mixture=sc.mixture,
+                inputs=sc.inputs,
+                query=sc.query,
+                device=device,
+            )
+            records[sc.name] = write_curves(
+                result,
+                partial,
+                sc.name,
+                sc.title,
+                convention,
+                extra={"group": sc.group, "value": sc.value, "query": sc.query},
+            )
             if cfg.data.n_dims == 1 and sc.query is None:
                 prediction_sweep(predictors, sampler, sc, cfg, partial / f"{sc.name}.sweep.png", device)
     tables = write_tables(records, scenarios, cfg, partial)
@@ -103,21 +129,40 @@ def _run_scenarios(model, cfg, sampler, scenarios, names, n_prompts, convention,
     return records
 
 
-def prediction_sweep(predictors, sampler: Sampler, sc: Scenario, cfg: Config, path: Path, device, n_show: int = 4,
-                     n_grid: int = 201) -> None:
+def prediction_sweep(
+    predictors, sampler: Sampler, sc: Scenario, cfg: Config, path: Path, device, n_show: int = 4, n_grid: int = 201
+) -> None:
     """Predictions vs x_query on [-3, 3] after ``eval.sweep_k`` fixed in-context examples."""
     k = min(cfg.eval.sweep_k, (sc.n_points or cfg.data.n_points) - 1)
-    batch = sampler.sample_batch(0, batch_size=n_show, domain=Domain.EVAL, device=device, n_points=k + 1,
-                                 n_dims=1, inputs=sc.inputs, mixture=sc.mixture)
+    batch = sampler.sample_batch(
+        0,
+        batch_size=n_show,
+        domain=Domain.EVAL,
+        device=device,
+        n_points=k + 1,
+        n_dims=1,
+        inputs=sc.inputs,
+        mixture=sc.mixture,
+    )
     grid = torch.linspace(-3, 3, n_grid, device=device)
-    xs = batch.xs[:, None, :k + 1].repeat(1, n_grid, 1, 1)  # (P, G, k+1, 1)
+    xs = batch.xs[:, None, : k + 1].repeat(1, n_grid, 1, 1)  # (P, G, k+1, 1)
     xs[:, :, k, 0] = grid
-    ys = batch.ys[:, None, :k + 1].repeat(1, n_grid, 1)
+    ys = batch.ys[:, None, : k + 1].repeat(1, n_grid, 1)
     flat_x, flat_y = xs.reshape(-1, k + 1, 1), ys.reshape(-1, k + 1)
-    curves = {name: predict(flat_x, flat_y)[:, k].reshape(n_show, n_grid).cpu().numpy() for name, predict in predictors.items()}
+    curves = {
+        name: predict(flat_x, flat_y)[:, k].reshape(n_show, n_grid).cpu().numpy()
+        for name, predict in predictors.items()
+    }
     truth = sc.mixture.evaluate(batch.info, grid[None, :, None].expand(n_show, n_grid, 1)).cpu().numpy()
-    write_prediction_sweep(grid.cpu().numpy(), curves, truth, batch.xs[:, :k, 0].cpu().numpy(), batch.ys[:, :k].cpu().numpy(),
-                           path, f"{sc.title}: predictions after k = {k} examples")
+    write_prediction_sweep(
+        grid.cpu().numpy(),
+        curves,
+        truth,
+        batch.xs[:, :k, 0].cpu().numpy(),
+        batch.ys[:, :k].cpu().numpy(),
+        path,
+        f"{sc.title}: predictions after k = {k} examples",
+    )
 
 
 def write_tables(records: dict[str, Any], scenarios: list[Scenario], cfg: Config, out: Path) -> dict[str, str]:
@@ -141,14 +186,25 @@ def write_tables(records: dict[str, Any], scenarios: list[Scenario], cfg: Config
 
 
 def write_summary(records, tables, notes, cfg: Config, suite: str, convention: str, n_prompts: int, out: Path) -> None:
-    lines = [f"# Evaluation: suite `{suite}`", "",
-             f"Error convention: {CONVENTIONS[convention]}. {n_prompts} prompts per scenario, evaluation seed "
-             f"{cfg.eval.seed}; intervals are 90% percentile bootstraps over prompts.", ""]
+    lines = [
+        f"# Evaluation: suite `{suite}`",
+        "",
+        f"Error convention: {CONVENTIONS[convention]}. {n_prompts} prompts per scenario, evaluation seed "
+        f"{cfg.eval.seed}; intervals are 90% percentile bootstraps over prompts.",
+        "",
+    ]
     lines += [t for t in tables.values()]
     for name, rec in records.items():
         n = len(rec["k"])
-        ks = sorted({1, max(1, cfg.data.n_dims // 2), cfg.data.n_dims, 2 * cfg.data.n_dims, table_k(cfg, n), n - 1} & set(rec["k"]))
-        lines += [f"## {rec['title']}", "", f"![{name}]({name}.png) · [{name}.json]({name}.json) · [{name}.csv]({name}.csv)"]
+        ks = sorted(
+            {1, max(1, cfg.data.n_dims // 2), cfg.data.n_dims, 2 * cfg.data.n_dims, table_k(cfg, n), n - 1}
+            & set(rec["k"])
+        )
+        lines += [
+            f"## {rec['title']}",
+            "",
+            f"![{name}]({name}.png) · [{name}.json]({name}.json) · [{name}.csv]({name}.csv)",
+        ]
         if (out / f"{name}.sweep.png").exists():
             lines.append(f" · [prediction sweep]({name}.sweep.png)")
         lines += ["", "| predictor | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
@@ -183,10 +239,19 @@ class PeriodicEval(Callback):
         values: dict[str, float] = {}
         with torch.no_grad():
             for sc in self.scenarios:
-                predictors = build_predictors(model, self.cfg.eval.periodic_baselines, sc, self.sampler.mixture,
-                                              self.cfg.data.n_dims, [])
-                result = error_curves(predictors, self.sampler, self.cfg.eval.periodic_n_prompts, n_points=sc.n_points,
-                                      mixture=sc.mixture, inputs=sc.inputs, query=sc.query, device=module.device)
+                predictors = build_predictors(
+                    model, self.cfg.eval.periodic_baselines, sc, self.sampler.mixture, self.cfg.data.n_dims, []
+                )
+                result = error_curves(
+                    predictors,
+                    self.sampler,
+                    self.cfg.eval.periodic_n_prompts,
+                    n_points=sc.n_points,
+                    mixture=sc.mixture,
+                    inputs=sc.inputs,
+                    query=sc.query,
+                    device=module.device,
+                )
                 for pred, err in result.sq_errors.items():
                     mean = err.mean(axis=0)
                     values.update({f"eval/{sc.name}/{pred}/mse@{k}": float(mean[k]) for k in self.ks if k < len(mean)})

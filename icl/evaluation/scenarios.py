@@ -62,14 +62,24 @@ def dense_vs_sparse(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     nnz = sparse.task.nnz if sparse else min(2, cfg.data.n_dims)
     return [
         Scenario("cross.dense", "dense linear", single("dense_linear")),
-        Scenario(f"cross.sparse_nnz_{nnz}", f"sparse linear, nnz {nnz}", single("sparse_linear", {"nnz": nnz}, label=f"sparse_linear(nnz={nnz})")),
+        Scenario(
+            f"cross.sparse_nnz_{nnz}",
+            f"sparse linear, nnz {nnz}",
+            single("sparse_linear", {"nnz": nnz}, label=f"sparse_linear(nnz={nnz})"),
+        ),
     ]
 
 
 def sparsity_sweep(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     """Paper 1 Fig. 3: sparse linear data with nnz = 1..d."""
     return [
-        Scenario(f"sparsity.nnz_{s}", f"sparse linear, nnz {s}", single("sparse_linear", {"nnz": s}, label=f"sparse_linear(nnz={s})"), group="sparsity", value=s)
+        Scenario(
+            f"sparsity.nnz_{s}",
+            f"sparse linear, nnz {s}",
+            single("sparse_linear", {"nnz": s}, label=f"sparse_linear(nnz={s})"),
+            group="sparsity",
+            value=s,
+        )
         for s in range(1, cfg.data.n_dims + 1)
     ]
 
@@ -77,7 +87,13 @@ def sparsity_sweep(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
 def frequency_sweep(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     """Paper 1 Fig. 6: sinusoids at fixed frequencies ``eval.frequencies``."""
     return [
-        Scenario(f"frequency.w_{f:g}", f"sinusoid, frequency {f:g}", single("sinusoid", {"freq": float(f)}, label=f"sinusoid(freq={f:g})"), group="frequency", value=f)
+        Scenario(
+            f"frequency.w_{f:g}",
+            f"sinusoid, frequency {f:g}",
+            single("sinusoid", {"freq": float(f)}, label=f"sinusoid(freq={f:g})"),
+            group="frequency",
+            value=f,
+        )
         for f in cfg.eval.frequencies
     ]
 
@@ -92,9 +108,15 @@ def convex_sweep(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     names = " + ".join(p["name"] for p in pair)
     return [
         Scenario(
-            f"convex.a_{a:g}", f"{a:g} {pair[0]['name']} + {1 - a:g} {pair[1]['name']}",
-            single("convex_combination", {"components": pair, "coefs": [float(a), 1.0 - float(a)]}, label=f"convex({names}, a={a:g})"),
-            group="convex", value=a,
+            f"convex.a_{a:g}",
+            f"{a:g} {pair[0]['name']} + {1 - a:g} {pair[1]['name']}",
+            single(
+                "convex_combination",
+                {"components": pair, "coefs": [float(a), 1.0 - float(a)]},
+                label=f"convex({names}, a={a:g})",
+            ),
+            group="convex",
+            value=a,
         )
         for a in cfg.eval.convex_coefs
     ]
@@ -108,15 +130,38 @@ def robustness(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     lin = single("dense_linear", base)
     out = [
         Scenario("robust.skewed", "skewed covariance (eigenvalues ~ 1/i)", lin, InputConfig(covariance="skewed")),
-        Scenario("robust.half_subspace", "inputs in a random d/2 subspace", lin, InputConfig(covariance="half_subspace")),
-        Scenario("robust.noisy", f"noisy labels (std {cfg.eval.label_noise:g})", single("dense_linear", base, noise_std=cfg.eval.label_noise)),
+        Scenario(
+            "robust.half_subspace", "inputs in a random d/2 subspace", lin, InputConfig(covariance="half_subspace")
+        ),
+        Scenario(
+            "robust.noisy",
+            f"noisy labels (std {cfg.eval.label_noise:g})",
+            single("dense_linear", base, noise_std=cfg.eval.label_noise),
+        ),
         Scenario("robust.orthant", "context inputs in one random orthant", lin, query="orthant_context"),
         Scenario("robust.orthogonal", "query orthogonal to the context", lin, query="orthogonal"),
         Scenario("robust.repeat", "query equal to a context input", lin, query="repeat"),
     ]
     for s in cfg.eval.scales:
-        out.append(Scenario(f"robust.x_scale_{s:.3g}", f"inputs scaled by {s:.3g}", lin, InputConfig(scale=float(s)), group="x_scale", value=s))
-        out.append(Scenario(f"robust.w_scale_{s:.3g}", f"weights scaled by {s:.3g}", single("dense_linear", {**base, "w_scale": float(s)}), group="w_scale", value=s))
+        out.append(
+            Scenario(
+                f"robust.x_scale_{s:.3g}",
+                f"inputs scaled by {s:.3g}",
+                lin,
+                InputConfig(scale=float(s)),
+                group="x_scale",
+                value=s,
+            )
+        )
+        out.append(
+            Scenario(
+                f"robust.w_scale_{s:.3g}",
+                f"weights scaled by {s:.3g}",
+                single("dense_linear", {**base, "w_scale": float(s)}),
+                group="w_scale",
+                value=s,
+            )
+        )
     return out
 
 
@@ -124,12 +169,27 @@ def longer_prompts(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     """Every training component at the longest prompt the model's positions allow."""
     n = cfg.model.max_points
     if n <= cfg.data.n_points:
-        raise ICLError(f"scenario longer_prompts: model.max_points ({n}) is not longer than the training prompts ({cfg.data.n_points}); allowed only for models trained with max_points > data.n_points")
-    return [dataclasses.replace(s, name=s.name.replace("in_dist.", "longer."), title=f"{s.title}, {n} points", n_points=n) for s in in_distribution(cfg, mixture)]
+        raise ICLError(
+            f"scenario longer_prompts: model.max_points ({n}) is not longer than the training prompts "
+            f"({cfg.data.n_points}); allowed only for models trained with max_points > data.n_points"
+        )
+    return [
+        dataclasses.replace(s, name=s.name.replace("in_dist.", "longer."), title=f"{s.title}, {n} points", n_points=n)
+        for s in in_distribution(cfg, mixture)
+    ]
 
 
 SCENARIOS: dict[str, Callable[[Config, PretrainMixture], list[Scenario]]] = {
-    f.__name__: f for f in (in_distribution, dense_vs_sparse, sparsity_sweep, frequency_sweep, convex_sweep, robustness, longer_prompts)
+    f.__name__: f
+    for f in (
+        in_distribution,
+        dense_vs_sparse,
+        sparsity_sweep,
+        frequency_sweep,
+        convex_sweep,
+        robustness,
+        longer_prompts,
+    )
 }
 SUITES: dict[str, list[str]] = {
     "in_distribution": ["in_distribution"],
@@ -144,5 +204,8 @@ def build_suite(name: str, cfg: Config, mixture: PretrainMixture) -> list[Scenar
     """A suite (SUITES) or a single scenario family (SCENARIOS) by name."""
     families = SUITES.get(name) or ([name] if name in SCENARIOS else None)
     if families is None:
-        raise ICLError(f"unknown suite or scenario {name!r}; allowed suites: {', '.join(SUITES)}; scenarios: {', '.join(SCENARIOS)}")
+        raise ICLError(
+            f"unknown suite or scenario {name!r}; allowed suites: {', '.join(SUITES)}; "
+            f"scenarios: {', '.join(SCENARIOS)}"
+        )
     return [s for fam in families for s in SCENARIOS[fam](cfg, mixture)]

@@ -27,9 +27,7 @@ def build_task(name: str, params: dict[str, Any] | None = None) -> FunctionClass
     params = dict(params or {})
     unknown = sorted(set(params) - set(cls.field_names()))
     if unknown:
-        raise ICLError(
-            f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}"
-        )
+        raise ICLError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}")
     hints = typing.get_type_hints(cls)
     checked = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in params.items()}
     return cls(**checked)
@@ -56,5 +54,14 @@ def _check_type(field: str, value: Any, hint: Any) -> Any:
     raise ICLError(f"{field}: got {value!r}; allowed: {names}")
 
 
-__all__ = ["TASKS", "FunctionClass", "Params", "build_task", "DenseLinear", "SparseLinear",
-           "Sinusoid", "ReluNet", "ConvexCombination"]
+__all__ = [
+    "TASKS",
+    "FunctionClass",
+    "Params",
+    "build_task",
+    "DenseLinear",
+    "SparseLinear",
+    "Sinusoid",
+    "ReluNet",
+    "ConvexCombination",
+]

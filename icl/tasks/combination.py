@@ -27,12 +27,32 @@ class ConvexCombination(FunctionClass):
     def __post_init__(self) -> None:
         from icl.tasks import build_task
 
-        require(len(self.components) >= 1, "convex_combination.components", "a non-empty list of {name, params}", self.components)
-        require(len(self.coefs) == len(self.components), "convex_combination.coefs", f"{len(self.components)} numbers (one per component)", self.coefs)
-        require(all(a >= 0 for a in self.coefs) and abs(sum(self.coefs) - 1) < 1e-6, "convex_combination.coefs", "non-negative numbers summing to 1", self.coefs)
+        require(
+            len(self.components) >= 1,
+            "convex_combination.components",
+            "a non-empty list of {name, params}",
+            self.components,
+        )
+        require(
+            len(self.coefs) == len(self.components),
+            "convex_combination.coefs",
+            f"{len(self.components)} numbers (one per component)",
+            self.coefs,
+        )
+        require(
+            all(a >= 0 for a in self.coefs) and abs(sum(self.coefs) - 1) < 1e-6,
+            "convex_combination.coefs",
+            "non-negative numbers summing to 1",
+            self.coefs,
+        )
         self.parts: list[FunctionClass] = []
         for i, spec in enumerate(self.components):
-            require(isinstance(spec, dict) and "name" in spec and set(spec) <= {"name", "params"}, f"convex_combination.components[{i}]", "a mapping with keys name and params", spec)
+            require(
+                isinstance(spec, dict) and "name" in spec and set(spec) <= {"name", "params"},
+                f"convex_combination.components[{i}]",
+                "a mapping with keys name and params",
+                spec,
+            )
             self.parts.append(build_task(spec["name"], spec.get("params") or {}))
 
     def check(self, n_dims: int) -> None:
@@ -43,4 +63,6 @@ class ConvexCombination(FunctionClass):
         return {f"c{k}": part.sample_params(n, n_dims, generator) for k, part in enumerate(self.parts)}
 
     def apply(self, params: Params, xs: Tensor) -> Tensor:
-        return sum(a * part.apply(params[f"c{k}"], xs) for k, (a, part) in enumerate(zip(self.coefs, self.parts)))
+        return sum(
+            a * part.apply(params[f"c{k}"], xs) for k, (a, part) in enumerate(zip(self.coefs, self.parts, strict=True))
+        )

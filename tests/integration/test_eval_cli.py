@@ -8,10 +8,10 @@ import sys
 
 import pytest
 import torch
+from support import TINY
 
 from icl.config import load_config
 from icl.runs import prepare_new_run, train
-from support import TINY
 
 
 @pytest.fixture(scope="module")
@@ -36,29 +36,74 @@ def test_periodic_evaluation_is_logged(run_dir):
 
 def test_icl_eval_writes_every_output_and_is_reproducible(run_dir, tmp_path):
     for out in ("a", "b"):
-        res = icl("eval", str(run_dir), "--suite", "paper1_dense_sparse", "--n-prompts", "30",
-                  "--baselines", "least_squares,averaging,lasso,bayes,bayes_train", "--out", str(tmp_path / out), cwd=tmp_path)
+        res = icl(
+            "eval",
+            str(run_dir),
+            "--suite",
+            "paper1_dense_sparse",
+            "--n-prompts",
+            "30",
+            "--baselines",
+            "least_squares,averaging,lasso,bayes,bayes_train",
+            "--out",
+            str(tmp_path / out),
+            cwd=tmp_path,
+        )
         assert res.returncode == 0, res.stderr
     files = {p.name for p in (tmp_path / "a").iterdir()}
-    assert {"summary.md", "table.sparsity.csv", "cross.dense.json", "cross.dense.csv", "cross.dense.png",
-            "sparsity.nnz_3.png", "in_dist.dense_linear.json"} <= files
+    assert {
+        "summary.md",
+        "table.sparsity.csv",
+        "cross.dense.json",
+        "cross.dense.csv",
+        "cross.dense.png",
+        "sparsity.nnz_3.png",
+        "in_dist.dense_linear.json",
+    } <= files
     rec_a = json.loads((tmp_path / "a" / "sparsity.nnz_2.json").read_text())
     rec_b = json.loads((tmp_path / "b" / "sparsity.nnz_2.json").read_text())
     assert rec_a["curves"] == rec_b["curves"]
-    assert rec_a["convention"] == "mse" and set(rec_a["curves"]) == {"model", "least_squares", "averaging", "lasso", "bayes", "bayes_train"}
+    assert rec_a["convention"] == "mse" and set(rec_a["curves"]) == {
+        "model",
+        "least_squares",
+        "averaging",
+        "lasso",
+        "bayes",
+        "bayes_train",
+    }
 
 
 def test_icl_eval_paper2_convention_and_longer_prompts(run_dir, tmp_path):
-    res = icl("eval", str(run_dir / "checkpoints" / "last.ckpt"), "--suite", "length", "--n-prompts", "20",
-              "--convention", "mse_over_d", "--baselines", "least_squares", "--out", str(tmp_path / "len"), cwd=tmp_path)
+    res = icl(
+        "eval",
+        str(run_dir / "checkpoints" / "last.ckpt"),
+        "--suite",
+        "length",
+        "--n-prompts",
+        "20",
+        "--convention",
+        "mse_over_d",
+        "--baselines",
+        "least_squares",
+        "--out",
+        str(tmp_path / "len"),
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     rec = json.loads((tmp_path / "len" / "longer.dense_linear.json").read_text())
     assert rec["convention"] == "mse_over_d" and len(rec["k"]) == 10
 
 
 def test_one_dimensional_runs_get_prediction_sweeps(tmp_path):
-    cfg = load_config([], [*TINY, "data.n_dims=1", "train.steps=2",
-                           "data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]"])
+    cfg = load_config(
+        [],
+        [
+            *TINY,
+            "data.n_dims=1",
+            "train.steps=2",
+            "data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]",
+        ],
+    )
     path = prepare_new_run(cfg, tmp_path / "one", overwrite=False)
     train(cfg, path, evaluate=False)
     res = icl("eval", str(path), "--suite", "frequency_sweep", "--n-prompts", "20", cwd=tmp_path)

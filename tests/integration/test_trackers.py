@@ -2,10 +2,10 @@
 
 import csv
 
+from support import TINY
+
 from icl.config import load_config
 from icl.runs import prepare_new_run, train
-
-from support import TINY
 
 
 def test_csv_tensorboard_and_offline_wandb(tmp_path, monkeypatch):

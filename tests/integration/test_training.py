@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from support import TINY
 
 from icl.checkpoint import load_model, read_checkpoint
 from icl.config import load_config
@@ -13,7 +14,6 @@ from icl.errors import ICLError
 from icl.rng import Domain
 from icl.runs import prepare_new_run, train
 from icl.sampling import Sampler
-from support import TINY
 
 
 def run(tmp_path, name, *extra, evaluate=False):

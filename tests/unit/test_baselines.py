@@ -32,7 +32,9 @@ def data(b=3, n=10, d=4, seed=0, noise=0.5):
     g = torch.Generator().manual_seed(seed)
     xs = torch.randn(b, n, d, generator=g, dtype=torch.float64)
     w = torch.randn(b, d, generator=g, dtype=torch.float64)
-    ys = torch.einsum("bnd,bd->bn", xs, w) + noise * torch.randn(b, n, generator=g, dtype=torch.float64)
+    ys = torch.einsum("bnd,bd->bn", xs, w) + noise * torch.randn(
+        b, n, generator=g, dtype=torch.float64
+    )
     return xs, ys
 
 
@@ -219,9 +221,14 @@ def test_lasso_matches_sklearn_objective():
         for b in range(xs.shape[0]):
             for i in range(1, xs.shape[1]):
                 x, y = xs[b, :i].numpy(), ys[b, :i].numpy()
-                ref = sk.Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=10**6).fit(x, y)
+                ref = sk.Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=10**6).fit(
+                    x, y
+                )
                 obj_ref = 0.5 * np.mean((y - x @ ref.coef_) ** 2) + alpha * np.abs(ref.coef_).sum()
-                ours = 0.5 * np.mean((y - x @ w[b, i].numpy()) ** 2) + alpha * w[b, i].abs().sum().item()
+                ours = (
+                    0.5 * np.mean((y - x @ w[b, i].numpy()) ** 2)
+                    + alpha * w[b, i].abs().sum().item()
+                )
                 assert ours <= obj_ref * (1 + 1e-6) + 1e-12, (b, i)
                 assert abs(ours - obj_ref) <= 1e-4 * obj_ref, (b, i)
 
@@ -254,7 +261,11 @@ def test_homotopy_alone_is_exact_on_random_problems():
     y = (x[..., :3] @ torch.randn(probs, 3, 1, generator=g, dtype=torch.float64))[..., 0]
     y = y + 0.3 * torch.randn(y.shape, generator=g, dtype=torch.float64) * (x[..., 0] != 0)
     nf = n.double()
-    gram, xty, yty = x.mT @ x / nf[:, None, None], (x.mT @ y[..., None])[..., 0] / nf[:, None], (y * y).sum(-1) / nf
+    gram, xty, yty = (
+        x.mT @ x / nf[:, None, None],
+        (x.mT @ y[..., None])[..., 0] / nf[:, None],
+        (y * y).sum(-1) / nf,
+    )
     alphas = torch.tensor([0.3, 0.05, 0.01], dtype=torch.float64).expand(probs, -1)
     coef, ok = lasso_path(gram, xty, alphas)
     assert ok.float().mean() > 0.95
@@ -280,7 +291,10 @@ def test_lasso_cv_matches_brute_force_cross_validation():
             x, y = xs[b, :i].numpy(), ys[b, :i].numpy()
             fold = np.arange(i) % folds
             scores = [
-                sum(((y[fold == f] - x[fold == f] @ fit(x[fold != f], y[fold != f], a)) ** 2).sum() for f in range(folds))
+                sum(
+                    ((y[fold == f] - x[fold == f] @ fit(x[fold != f], y[fold != f], a)) ** 2).sum()
+                    for f in range(folds)
+                )
                 for a in grid
             ]
             best = grid[int(np.argmin(scores))]

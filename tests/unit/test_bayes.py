@@ -49,7 +49,10 @@ def np_sparse(x, y, q, nnz, prior_var, noise_var):
 
 
 def np_sinusoid(x, y, q, freqs, log_prior, amp_var, noise_var):
-    parts = [np_gaussian(np.cos(2 * math.pi * w * x), y, np.cos(2 * math.pi * w * q), amp_var, noise_var) for w in freqs]
+    parts = [
+        np_gaussian(np.cos(2 * math.pi * w * x), y, np.cos(2 * math.pi * w * q), amp_var, noise_var)
+        for w in freqs
+    ]
     return np_average([p for p, _ in parts], [e for _, e in parts], log_prior)
 
 
@@ -60,7 +63,9 @@ def test_dense_bayes_is_ridge_with_matched_penalty(normalize, w_scale, noise):
     xs, ys = draw(task, 3, 11, d, noise, seed=0)
     prior_var = w_scale**2 / (d if normalize else 1)
     bayes = BayesMixture(component(task, noise_std=noise)).predict(xs, ys)
-    torch.testing.assert_close(bayes, Ridge(noise**2 / prior_var).predict(xs, ys), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(
+        bayes, Ridge(noise**2 / prior_var).predict(xs, ys), rtol=1e-9, atol=1e-10
+    )
 
 
 def test_noiseless_dense_bayes_is_the_least_squares_limit():
@@ -126,7 +131,11 @@ def test_mixture_with_weight_one_is_its_component():
     task, noise = DenseLinear(), 0.25
     xs, ys = draw(task, 3, 9, 4, noise, seed=5)
     mixed = BayesMixture(
-        [component(task, noise, 1.0), component(SparseLinear(nnz=2), noise, 0.0), component(ReluNet(), 0.0, 0.0)]
+        [
+            component(task, noise, 1.0),
+            component(SparseLinear(nnz=2), noise, 0.0),
+            component(ReluNet(), 0.0, 0.0),
+        ]
     )
     alone = BayesMixture(component(task, noise))
     torch.testing.assert_close(mixed.predict(xs, ys), alone.predict(xs, ys), rtol=0, atol=0)
@@ -136,7 +145,9 @@ def test_mixture_with_weight_one_is_its_component():
 
 def test_linear_plus_sinusoid_mixture_in_one_dim():
     """Paper 1's d = 1 mixture: the posterior picks the class that generated the prompt."""
-    bayes = BayesMixture([component(DenseLinear(), 0.0, 0.5), component(Sinusoid(), 0.0, 0.5)], n_grid=500)
+    bayes = BayesMixture(
+        [component(DenseLinear(), 0.0, 0.5), component(Sinusoid(), 0.0, 0.5)], n_grid=500
+    )
     for task, idx in ((DenseLinear(), 0), (Sinusoid(), 1)):
         xs, ys = draw(task, 64, 12, 1, 0.0, seed=6)
         post = bayes.posterior(xs, ys)
@@ -147,7 +158,10 @@ def test_linear_plus_sinusoid_mixture_in_one_dim():
 def test_mixture_bayes_beats_each_component_on_mixture_data():
     """On data from the 50/50 dense + sparse mixture, the mixture's posterior mean has lower
     MSE (averaged over k = 1..N-1) than the Bayes predictor of either component alone."""
-    mixture = [ComponentConfig("dense_linear", 0.5, 0.1), ComponentConfig("sparse_linear", 0.5, 0.1, {"nnz": 1})]
+    mixture = [
+        ComponentConfig("dense_linear", 0.5, 0.1),
+        ComponentConfig("sparse_linear", 0.5, 0.1, {"nnz": 1}),
+    ]
     sampler = Sampler(DataConfig(n_dims=6, n_points=12, batch_size=1200, mixture=mixture), seed=0)
     batch = sampler.sample_batch(0, domain=Domain.EVAL)
     xs, ys = batch.xs.double(), batch.ys.double()
@@ -187,19 +201,26 @@ def test_active_dims_ignore_zero_padding():
     padded = torch.nn.functional.pad(xs, (0, 3))
     comp = component(task, 0.1)
     torch.testing.assert_close(
-        BayesMixture(comp, n_dims=4).predict(padded, ys), BayesMixture(comp).predict(xs, ys), rtol=0, atol=0
+        BayesMixture(comp, n_dims=4).predict(padded, ys),
+        BayesMixture(comp).predict(xs, ys),
+        rtol=0,
+        atol=0,
     )
 
 
 def test_irreducible_mse_is_the_label_noise_floor():
-    bayes = BayesMixture([component(DenseLinear(), 0.1, 0.25), component(SparseLinear(nnz=1), 0.3, 0.75)])
+    bayes = BayesMixture(
+        [component(DenseLinear(), 0.1, 0.25), component(SparseLinear(nnz=1), 0.3, 0.75)]
+    )
     assert bayes.irreducible_mse() == pytest.approx(0.25 * 0.01 + 0.75 * 0.09)
 
 
 def test_refusals():
     with pytest.raises(ICLError, match="relu_2nn.*allowed: dense_linear, sparse_linear, sinusoid"):
         BayesMixture([component(DenseLinear(), 0.0, 0.5), component(ReluNet(), 0.0, 0.5)])
-    combo = ConvexCombination(components=[{"name": "dense_linear"}, {"name": "sinusoid"}], coefs=[0.5, 0.5])
+    combo = ConvexCombination(
+        components=[{"name": "dense_linear"}, {"name": "sinusoid"}], coefs=[0.5, 0.5]
+    )
     with pytest.raises(ICLError, match="convex_combination"):
         build_baseline("bayes", mixture=component(combo))
     xs, ys = draw(Sinusoid(), 2, 5, 2, 0.0, seed=10)

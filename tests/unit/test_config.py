@@ -43,7 +43,9 @@ def test_merge_order_defaults_then_files_then_overrides(tmp_path):
 
 
 def test_mixture_list_override():
-    cfg = load_config([], ["data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]", "data.n_dims=1"])
+    cfg = load_config(
+        [], ["data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]", "data.n_dims=1"]
+    )
     assert [c.name for c in cfg.data.mixture] == ["dense_linear", "sinusoid"]
 
 

@@ -14,7 +14,9 @@ from icl.evaluation.scenarios import SCENARIOS, SUITES, build_suite
 from icl.sampling import Sampler
 
 D20 = load_config([], ["model.max_points=60"])
-D1 = load_config([], ["data.n_dims=1", "data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]"])
+D1 = load_config(
+    [], ["data.n_dims=1", "data.mixture=[{name: dense_linear, weight: 0.5}, {name: sinusoid, weight: 0.5}]"]
+)
 
 
 @pytest.mark.parametrize("cfg", [D20, D1], ids=["d20", "d1"])
@@ -22,8 +24,9 @@ D1 = load_config([], ["data.n_dims=1", "data.mixture=[{name: dense_linear, weigh
 def test_every_scenario_builds_and_samples(cfg, family):
     sampler = Sampler(cfg.data, 0)
     for sc in build_suite(family, cfg, sampler.mixture):
-        b = sampler.sample_batch(0, batch_size=3, n_points=sc.n_points or 5, n_dims=cfg.data.n_dims,
-                                 inputs=sc.inputs, mixture=sc.mixture)
+        b = sampler.sample_batch(
+            0, batch_size=3, n_points=sc.n_points or 5, n_dims=cfg.data.n_dims, inputs=sc.inputs, mixture=sc.mixture
+        )
         assert torch.isfinite(b.ys).all()
 
 
@@ -59,8 +62,8 @@ def test_predict_at_queries_equals_one_prompt_per_position():
     ls = build_baseline("least_squares")
     out = predict_at_queries(ls.predict, xs, ys, q)
     for i in range(6):
-        prompt = torch.cat([xs[:, :i], q[:, i:i + 1]], dim=1)
-        torch.testing.assert_close(out[:, i], ls.predict(prompt, ys[:, :i + 1])[:, i])
+        prompt = torch.cat([xs[:, :i], q[:, i : i + 1]], dim=1)
+        torch.testing.assert_close(out[:, i], ls.predict(prompt, ys[:, : i + 1])[:, i])
 
 
 def test_curves_are_reproducible_and_independent_of_prompt_count():

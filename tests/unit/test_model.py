@@ -38,11 +38,11 @@ def test_no_label_leakage(kw):
     for i in range(10):
         xs2, ys2 = xs.clone(), ys.clone()
         ys2[:, i:] = torch.randn(3, 10 - i, generator=g) * 10
-        xs2[:, i + 1:] = torch.randn(3, 9 - i, 4, generator=g) * 10
+        xs2[:, i + 1 :] = torch.randn(3, 9 - i, 4, generator=g) * 10
         out = model(xs2, ys2)
         torch.testing.assert_close(out[:, : i + 1], base[:, : i + 1], rtol=1e-5, atol=1e-5)
         if i < 9:  # and later predictions do see the change (the test can fail)
-            assert not torch.allclose(out[:, i + 1:], base[:, i + 1:])
+            assert not torch.allclose(out[:, i + 1 :], base[:, i + 1 :])
 
 
 def test_embedding_equals_padded_token_read_in():

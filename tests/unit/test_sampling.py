@@ -43,7 +43,9 @@ def test_streams_are_independent_keys():
 def test_changing_mixture_weights_leaves_inputs_and_parameters_alone():
     """Inputs and each component's parameters have their own streams."""
     a = make().sample_batch(3)
-    b = make([ComponentConfig("dense_linear", 0.9), ComponentConfig("sparse_linear", 0.1, params={"nnz": 2})]).sample_batch(3)
+    b = make(
+        [ComponentConfig("dense_linear", 0.9), ComponentConfig("sparse_linear", 0.1, params={"nnz": 2})]
+    ).sample_batch(3)
     assert torch.equal(a.xs, b.xs)
     torch.testing.assert_close(a.info["params"][0]["w"], b.info["params"][0]["w"])
 
@@ -100,8 +102,18 @@ PAPER2 = CurriculumConfig(dims=Ramp(5, 20, 1, 2000), points=Ramp(11, 41, 2, 2000
 
 @pytest.mark.parametrize(
     "step,dims,points",
-    [(0, 5, 11), (1999, 5, 11), (2000, 6, 13), (2001, 6, 13), (3999, 6, 13), (4000, 7, 15),
-     (29_999, 19, 39), (30_000, 20, 41), (30_001, 20, 41), (10**7, 20, 41)],
+    [
+        (0, 5, 11),
+        (1999, 5, 11),
+        (2000, 6, 13),
+        (2001, 6, 13),
+        (3999, 6, 13),
+        (4000, 7, 15),
+        (29_999, 19, 39),
+        (30_000, 20, 41),
+        (30_001, 20, 41),
+        (10**7, 20, 41),
+    ],
 )
 def test_paper2_curriculum_at_and_around_boundaries(step, dims, points):
     assert Curriculum.build(PAPER2, 20, 41).at(step) == (dims, points)

@@ -10,7 +10,9 @@ from icl.curriculum import CurriculumConfig, Ramp
 from icl.sampling import DataConfig, Sampler
 from icl.training import StepStream, lr_factor
 
-CFG = DataConfig(n_dims=6, n_points=9, batch_size=8, curriculum=CurriculumConfig(dims=Ramp(2, 0, 1, 3), points=Ramp(3, 0, 2, 3)))
+CFG = DataConfig(
+    n_dims=6, n_points=9, batch_size=8, curriculum=CurriculumConfig(dims=Ramp(2, 0, 1, 3), points=Ramp(3, 0, 2, 3))
+)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -34,7 +36,11 @@ def test_ranks_partition_the_global_batch():
 
 def test_learning_rate_schedules():
     assert [lr_factor(s, "constant", 0) for s in (0, 10)] == [1.0, 1.0]
-    assert lr_factor(0, "constant", 4) == 0.25 and lr_factor(3, "constant", 4) == 1.0 and lr_factor(100, "constant", 4) == 1.0
+    assert (
+        lr_factor(0, "constant", 4) == 0.25
+        and lr_factor(3, "constant", 4) == 1.0
+        and lr_factor(100, "constant", 4) == 1.0
+    )
     assert lr_factor(4, "warmup_rsqrt", 5) == 1.0  # peak at the end of warm-up
     assert lr_factor(19, "warmup_rsqrt", 5) == pytest.approx(0.5)  # sqrt(5 / 20)
     assert lr_factor(0, "warmup_rsqrt", 5) == pytest.approx(0.2)

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from icl.errors import ICLError
-from icl.rng import generator
-from icl.rng import Stream
+from icl.rng import Stream, generator
 from icl.tasks import TASKS, build_task
 from icl.tasks.sinusoid import _gamma
 

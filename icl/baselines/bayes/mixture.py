@@ -16,7 +16,7 @@ from icl.baselines.bayes.linear import DenseLinearPosterior, SparseLinearPosteri
 from icl.baselines.bayes.sinusoid import SinusoidPosterior
 from icl.errors import ICLError
 from icl.sampling import Component, PretrainMixture
-from icl.tasks import DenseLinear, Sinusoid, SparseLinear
+from icl.tasks import DenseLinear, FunctionClass, Sinusoid, SparseLinear
 
 SUPPORTED = (DenseLinear, SparseLinear, Sinusoid)
 
@@ -46,7 +46,8 @@ class BayesMixture(Predictor):
     ``noise_floor``: the noise standard deviation assumed for a component is
     max(noise_std, noise_floor). Noiseless classes need it (their evidence is degenerate at
     sigma = 0); 1e-3 is far below the unit signal scale, so dense and sparse predictions are
-    their noiseless limits to ~1e-6. The sinusoid's posterior over frequency narrows like
+    close to their noiseless limits (noiseless dense is min-norm least squares to 1e-3 in the
+    tests, up to an O(floor^2 / v) ridge term). The sinusoid's posterior over frequency narrows like
     sigma / sqrt(k), soon below any affordable grid spacing, so it has its own floor
     ``sinusoid_noise_floor``: 0.01 minimised the MSE on noiseless sinusoid data (512
     prompts, 41 points, 2000 grid points) among 1e-3, 3e-3, 0.01, 0.02, 0.05 and 0.1 (0.02
@@ -55,6 +56,9 @@ class BayesMixture(Predictor):
 
     ``n_dims``: active input dims (coordinates beyond are ignored), for curriculum batches
     padded with zeros; default all of xs's.
+
+    Each prompt is treated on its own, which is exact for ``per_sequence`` mixing; under
+    ``per_batch`` mixing it ignores what the other prompts of a batch reveal about the class.
 
     The MSE of even this predictor against noisy labels includes the label noise:
     ``irreducible_mse()`` = sum_k weight_k noise_std_k^2 is that floor.
@@ -162,7 +166,7 @@ def _components(mixture: PretrainMixture | Sequence[Component] | Component) -> l
 
 
 def component(
-    task: object, noise_std: float = 0.0, weight: float = 1.0, label: str | None = None
+    task: FunctionClass, noise_std: float = 0.0, weight: float = 1.0, label: str | None = None
 ) -> Component:
     """A mixture component from a task object, for building Bayes predictors by hand."""
-    return Component(task, weight, noise_std, label or getattr(task, "name", type(task).__name__))  # type: ignore[arg-type]
+    return Component(task, weight, noise_std, label or task.name or type(task).__name__)
