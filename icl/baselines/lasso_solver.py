@@ -1,10 +1,6 @@
-"""A batched LASSO solver on Gram statistics: the exact homotopy (LARS-lasso) path for many
-small problems at once, checked by the duality gap, with a proximal-gradient fallback.
-
-Every problem is min_w (1/2) w^T G w - c^T w + alpha |w|_1 + (1/2) q, i.e. scikit-learn's
-``Lasso(fit_intercept=False)`` objective (1/(2n)) |y - X w|^2 + alpha |w|_1 with
-G = X^T X / n, c = X^T y / n, q = y^T y / n.
-"""
+"""Batched LASSO on Gram statistics G = X^T X / n, c = X^T y / n, q = y^T y / n (scikit-learn's
+``Lasso(fit_intercept=False)`` objective): the exact homotopy path for many small problems at
+once, certified by the duality gap, with a proximal-gradient fallback."""
 
 from __future__ import annotations
 

@@ -42,11 +42,5 @@ def backward_solve(low: Tensor, z: Tensor) -> Tensor:
     return x
 
 
-def spd_solve(a: Tensor, b: Tensor) -> Tensor:
-    """x with a x = b for SPD a (..., s, s) and b (..., s)."""
-    low = cholesky(a)
-    return backward_solve(low, forward_solve(low, b))
-
-
 def logdet_from_cholesky(low: Tensor) -> Tensor:
     return 2.0 * torch.log(torch.diagonal(low, dim1=-2, dim2=-1)).sum(-1)
