@@ -88,7 +88,7 @@ def test_cli_train_smoke_with_evaluation(tmp_path):
     run_dir = tmp_path / "smoke"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     for f in ("summary.md", "in_dist.dense_linear.json", "in_dist.dense_linear.png"):
-        assert (run_dir / "eval" / f).is_file()
+        assert (run_dir / "eval" / "in_distribution" / f).is_file()
     assert "in_dist.dense_linear (MSE)" in out.stdout
 
 
