@@ -53,7 +53,8 @@ def _print_records(records: dict, n_dims: int, out: Path) -> None:
         curves = rec["curves"]
         ks = [k for k in (n_dims, 2 * n_dims) if k < len(rec["k"])] or [len(rec["k"]) - 1]
         parts = [f"{p} " + " ".join(f"k={k}:{curves[p]['mean'][k]:.4f}" for k in ks) for p in curves]
-        print(f"{name} ({rec['convention']}): " + " | ".join(parts))
+        label = {"mse": "MSE", "mse_over_d": "MSE/d"}[rec["convention"]]
+        print(f"{name} ({label}): " + " | ".join(parts))
     if records:
         print(f"evaluation written to {out} (summary.md, *.json, *.csv, *.png)")
 
