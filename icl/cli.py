@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a suite (in_distribution, paper1_dense_sparse, paper1_sinusoid, robustness, length) "
         "or one scenario family",
     )
-    e.add_argument("--baselines", help="comma-separated baselines (default: eval.baselines of the run's config)")
+    e.add_argument(
+        "--baselines",
+        help="comma-separated baselines (default: eval.baselines of the run's config); "
+        "checkpoint:PATH adds a trained model (run directory or .ckpt) as a baseline",
+    )
     e.add_argument("--n-prompts", type=int, help="prompts per scenario (default: eval.n_prompts)")
     e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")
     e.add_argument("--out", help="output directory (default: RUN_DIR/eval/SUITE)")

@@ -26,23 +26,21 @@ class CheckpointPredictor(Predictor):
             "an object with a predict(xs, ys) method",
             type(model).__name__,
         )
-        require(
-            isinstance(label, str) and label != "", "checkpoint.label", "a non-empty string", label
-        )
+        require(isinstance(label, str) and label != "", "checkpoint.label", "a non-empty string", label)
         self.model = model
         self.label = label
 
     @classmethod
     def from_path(cls, path: str | Path, label: str | None = None) -> CheckpointPredictor:
-        from icl.checkpoint import load_model
+        from icl.checkpoint import load_model, resolve_checkpoint
 
-        model, _cfg = load_model(path)
-        return cls(model, label or f"checkpoint({Path(path).name})")
+        ckpt = resolve_checkpoint(path)
+        model, _cfg = load_model(ckpt)
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        return cls(model, label or f"checkpoint({run.name})")
 
     @classmethod
-    def build(
-        cls, model: Any = None, path: str | None = None, label: str | None = None
-    ) -> CheckpointPredictor:
+    def build(cls, model: Any = None, path: str | None = None, label: str | None = None) -> CheckpointPredictor:
         """Registry entry point: exactly one of ``model`` (an object) or ``path``."""
         require(
             (model is None) != (path is None),
@@ -56,9 +54,7 @@ class CheckpointPredictor(Predictor):
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         check_inputs(xs, ys)
-        params = (
-            next(iter(self.model.parameters()), None) if hasattr(self.model, "parameters") else None
-        )
+        params = next(iter(self.model.parameters()), None) if hasattr(self.model, "parameters") else None
         device = params.device if params is not None else xs.device
         dtype = params.dtype if params is not None else xs.dtype
         training = getattr(self.model, "training", False)

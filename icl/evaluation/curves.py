@@ -30,12 +30,13 @@ class CurveResult:
     n_dims: int
 
     def summary(self, n_boot: int = 1000, level: float = 0.9, seed: int = 0) -> dict[str, dict[str, list[float]]]:
-        """Mean over prompts and a percentile-bootstrap interval, per predictor and k."""
-        rng = np.random.default_rng(seed)
+        """Mean over prompts and a percentile-bootstrap interval, per predictor and k. Every
+        predictor is resampled with the same prompts (a paired bootstrap), so predictors with
+        equal errors get equal intervals."""
+        P = next(iter(self.sq_errors.values())).shape[0]
+        idx = np.random.default_rng(seed).integers(0, P, size=(n_boot, P))
         out = {}
         for name, err in self.sq_errors.items():
-            P = err.shape[0]
-            idx = rng.integers(0, P, size=(n_boot, P))
             boots = err[idx].mean(axis=1)  # (n_boot, N)
             lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2], axis=0)
             out[name] = {"mean": err.mean(axis=0).tolist(), "ci_low": lo.tolist(), "ci_high": hi.tolist()}

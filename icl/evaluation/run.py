@@ -33,12 +33,45 @@ def table_k(cfg: Config, n_points: int) -> int:
     return cfg.eval.table_k or min(16, n_points - 1)
 
 
+def build_baselines(names: list[str], n_dims: int) -> dict[str, Any]:
+    """The non-Bayes baselines named in ``names``, built once per evaluation (Bayes references
+    depend on the scenario and are built by ``build_predictors``). ``checkpoint:PATH`` loads a
+    trained model (a run directory or a .ckpt file) as a baseline, e.g. a specialist to compare
+    with a mixture model; its display name is ``checkpoint(<run name>)``."""
+    built: dict[str, Any] = {}
+    for name in names:
+        if name in BAYES:
+            continue
+        kind, sep, arg = name.partition(":")
+        if kind == "checkpoint" and sep:
+            if not arg:
+                raise ICLError("baseline checkpoint: allowed form is checkpoint:PATH (a run directory or .ckpt file)")
+            pred = build_baseline("checkpoint", path=arg)
+            if pred.model.n_dims != n_dims:
+                raise ICLError(
+                    f"baseline {name}: the checkpoint takes {pred.model.n_dims}-d inputs; allowed: a model of "
+                    f"the evaluated model's input dims ({n_dims})"
+                )
+            built[pred.label] = pred.predict
+        else:
+            built[name] = build_baseline(name).predict
+    return built
+
+
 def build_predictors(
-    model, names: list[str], scenario: Scenario, train_mixture: PretrainMixture, n_dims: int, notes: list[str]
+    model,
+    names: list[str],
+    baselines: dict[str, Any],
+    scenario: Scenario,
+    train_mixture: PretrainMixture,
+    n_dims: int,
+    notes: list[str],
 ):
-    """The model and the named baselines for one scenario; Bayes references that do not exist
-    for a scenario's classes are skipped with a note instead of failing the suite."""
+    """The model, the prebuilt ``baselines`` and the Bayes references named in ``names`` for
+    one scenario; Bayes references that do not exist for a scenario's classes are skipped with
+    a note instead of failing the suite."""
     predictors = {"model": model.predict} if model is not None else {}
+    predictors.update(baselines)
     for name in names:
         if name in BAYES:
             try:
@@ -47,15 +80,7 @@ def build_predictors(
                 predictors[name] = bayes.predict
             except ICLError as e:
                 notes.append(f"{scenario.name}: {name} skipped ({e})")
-        else:
-            predictors[name] = build_baseline(name).predict
     return predictors
-
-
-def check_baselines(names: list[str]) -> None:
-    for name in names:
-        if name not in BAYES:
-            build_baseline(name)  # raises ICLError for unknown names
 
 
 def evaluate_suite(
@@ -73,7 +98,7 @@ def evaluate_suite(
     if convention not in CONVENTIONS:
         raise ICLError(f"--convention: got {convention!r}; allowed: {', '.join(CONVENTIONS)}")
     names = list(cfg.eval.baselines if baselines is None else baselines)
-    check_baselines(names)
+    built = build_baselines(names, cfg.data.n_dims)
     n_prompts = cfg.eval.n_prompts if n_prompts is None else n_prompts
     if n_prompts < 1:
         raise ICLError(f"--n-prompts: got {n_prompts}; allowed: an integer >= 1")
@@ -89,7 +114,9 @@ def evaluate_suite(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        records = _run_scenarios(model, cfg, sampler, scenarios, names, n_prompts, convention, device, partial, suite)
+        records = _run_scenarios(
+            model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite
+        )
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a partial result behind
         raise
@@ -98,12 +125,12 @@ def evaluate_suite(
     return records
 
 
-def _run_scenarios(model, cfg, sampler, scenarios, names, n_prompts, convention, device, partial, suite):
+def _run_scenarios(model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite):
     records: dict[str, Any] = {}
     notes: list[str] = []
     with torch.no_grad():
         for sc in scenarios:
-            predictors = build_predictors(model, names, sc, sampler.mixture, cfg.data.n_dims, notes)
+            predictors = build_predictors(model, names, built, sc, sampler.mixture, cfg.data.n_dims, notes)
             result = error_curves(
                 predictors,
                 sampler,
@@ -225,7 +252,7 @@ class PeriodicEval(Callback):
         self.cfg = cfg
         self.sampler = Sampler(cfg.data, cfg.eval.seed)
         self.scenarios = build_suite(cfg.eval.periodic_suite, cfg, self.sampler.mixture)
-        check_baselines(cfg.eval.periodic_baselines)
+        self.baselines = build_baselines(cfg.eval.periodic_baselines, cfg.data.n_dims)
         d, n = cfg.data.n_dims, cfg.data.n_points
         self.ks = sorted({1, max(1, d // 2), d, 2 * d, n - 1} & set(range(n)))
 
@@ -240,7 +267,13 @@ class PeriodicEval(Callback):
         with torch.no_grad():
             for sc in self.scenarios:
                 predictors = build_predictors(
-                    model, self.cfg.eval.periodic_baselines, sc, self.sampler.mixture, self.cfg.data.n_dims, []
+                    model,
+                    self.cfg.eval.periodic_baselines,
+                    self.baselines,
+                    sc,
+                    self.sampler.mixture,
+                    self.cfg.data.n_dims,
+                    [],
                 )
                 result = error_curves(
                     predictors,

@@ -10,7 +10,9 @@ import pytest
 import torch
 from support import TINY
 
+from icl.checkpoint import load_model
 from icl.config import load_config
+from icl.evaluation.run import evaluate_suite
 from icl.runs import prepare_new_run, train
 
 
@@ -94,6 +96,16 @@ def test_icl_eval_paper2_convention_and_longer_prompts(run_dir, tmp_path):
     assert rec["convention"] == "mse_over_d" and len(rec["k"]) == 10
 
 
+def test_a_checkpoint_as_baseline_reproduces_that_model(run_dir, tmp_path):
+    model, cfg = load_model(run_dir)
+    records = evaluate_suite(
+        model, cfg, "in_distribution", tmp_path / "out", baselines=["checkpoint:" + str(run_dir)], n_prompts=30
+    )
+    curves = records["in_dist.dense_linear"]["curves"]
+    assert set(curves) == {"model", f"checkpoint({run_dir.name})"}
+    assert curves["model"] == curves[f"checkpoint({run_dir.name})"]
+
+
 def test_one_dimensional_runs_get_prediction_sweeps(tmp_path):
     cfg = load_config(
         [],
@@ -120,6 +132,7 @@ def test_one_dimensional_runs_get_prediction_sweeps(tmp_path):
         ("foreign", [], "not an icl checkpoint"),
         ("ok", ["--suite", "nope"], "unknown suite or scenario 'nope'"),
         ("ok", ["--baselines", "least_squares,oracle"], "unknown baseline 'oracle'"),
+        ("ok", ["--baselines", "checkpoint:nowhere"], "checkpoint not found"),
         ("ok", ["--convention", "mae"], "mse, mse_over_d"),
         ("ok", ["--n-prompts", "0"], "n-prompts"),
         ("ok", ["--n-prompts", "many"], "invalid int value"),
