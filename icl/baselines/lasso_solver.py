@@ -34,15 +34,11 @@ def duality_gap(gram: Tensor, xty: Tensor, yty: Tensor, alpha: Tensor, w: Tensor
     w (P, K, D), alpha (P, K) -> (P, K)."""
     grad, r2, r_dot_y = _parts(gram, xty, yty, w)
     dual_norm = grad.abs().amax(-1)
-    scale = torch.where(
-        dual_norm > alpha, alpha / dual_norm.clamp_min(1e-300), torch.ones_like(dual_norm)
-    )
+    scale = torch.where(dual_norm > alpha, alpha / dual_norm.clamp_min(1e-300), torch.ones_like(dual_norm))
     return 0.5 * r2 * (1 + scale**2) + alpha * w.abs().sum(-1) - scale * r_dot_y
 
 
-def lasso_path(
-    gram: Tensor, xty: Tensor, alphas: Tensor, max_steps: int | None = None
-) -> tuple[Tensor, Tensor]:
+def lasso_path(gram: Tensor, xty: Tensor, alphas: Tensor, max_steps: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact LASSO solutions at the decreasing penalties ``alphas`` (P, K) by homotopy.
 
     Follows the piecewise-linear solution path from lambda = |c|_inf (where w = 0) downwards;
@@ -83,6 +79,9 @@ def lasso_path(
     coef = torch.zeros_like(sign)
     inactive = torch.arange(d, device=dev)[None, :] != first[:, None]
     barred = torch.full_like(first, -1)  # a (coordinate, side) that may not join next
+    # Finished rows stay frozen (step 0) until a quarter of the rows are finished: compacting
+    # the state at every finish would copy all of it on almost every iteration.
+    live = torch.ones_like(first, dtype=torch.bool)
 
     for _ in range(max_steps):
         # Candidate events as steps in lambda: joins at +lambda (columns 0..d-1), joins at
@@ -95,10 +94,10 @@ def lasso_path(
         allowed = torch.cat([inactive, inactive, coord >= 0], 1)
         allowed[:, : 2 * d] &= sides[None, :] != barred[:, None]
         event_step, event = torch.where(allowed & (hits > _TIE * lam_c), hits, _INF).min(-1)
-        alpha_next = al.gather(1, target[:, None])[:, 0]
+        alpha_next = al.gather(1, target.clamp_max(n_targets - 1)[:, None])[:, 0]
         stop_step = lam - alpha_next
-        stop = stop_step <= event_step
-        step = torch.where(stop, stop_step, event_step).clamp_min(0)
+        stop = (stop_step <= event_step) | ~live
+        step = torch.where(live, torch.where(stop, stop_step, event_step).clamp_min(0), 0.0)
         coef = torch.addcmul(coef, step[:, None], direction)
         grad = torch.addcmul(grad, step[:, None], slope, value=-1.0)
         lam = torch.where(stop, alpha_next, lam - step)
@@ -149,27 +148,32 @@ def lasso_path(
             coef[dr, ds] = 0.0
             cols[dr, :, ds] = 0.0
 
-        flags = torch.stack([stop.any(), singular.any()]).tolist()
+        reached = stop & live
+        flags = torch.stack([reached.any(), singular.any()]).tolist()
         if flags[0] or flags[1]:
-            # Record the targets reached on this segment; finish problems with none left.
-            sr = torch.nonzero(stop)[:, 0]
+            # Record the targets reached on this segment; freeze problems with none left.
+            sr = torch.nonzero(reached)[:, 0]
             out[ids[sr], target[sr]] = _scatter_slots(coef[sr], coord[sr], d)
-            target = target + stop.long()
-            done = (target >= n_targets) | singular
+            target = target + reached.long()
             if flags[1]:
                 fr = torch.nonzero(singular)[:, 0]
                 ok[ids[fr]] = False
                 _fill_remaining(out, ids[fr], target[fr], _scatter_slots(coef[fr], coord[fr], d))
-            kr = torch.nonzero(~done)[:, 0]
-            state = (ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred)
-            ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred = (
+            live = live & (target < n_targets) & ~singular
+            n_live = int(live.sum())
+            if n_live == 0:
+                return out, ok
+            if 4 * (live.numel() - n_live) < live.numel():
+                continue
+            kr = torch.nonzero(live)[:, 0]
+            state = (ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred, live)
+            ids, al, target, grad, lam, coord, sign, inv, cols, coef, inactive, barred, live = (
                 t.index_select(0, kr) for t in state
             )
-            if ids.numel() == 0:
-                return out, ok
 
-    ok[ids] = False
-    _fill_remaining(out, ids, target, _scatter_slots(coef, coord, d))
+    lr = torch.nonzero(live)[:, 0]
+    ok[ids[lr]] = False
+    _fill_remaining(out, ids[lr], target[lr], _scatter_slots(coef[lr], coord[lr], d))
     return out, ok
 
 
@@ -240,10 +244,7 @@ def solve_lasso(
         p, k = bad[:, 0], bad[:, 1]
         w = proximal_gradient(gram[p], xty[p], yty[p], alphas[p, k], coef[p, k], tol, max_iter)
         coef[p, k] = w
-        still = (
-            duality_gap(gram[p], xty[p], yty[p], alphas[p, k][:, None], w[:, None])[:, 0]
-            > tol * yty[p]
-        )
+        still = duality_gap(gram[p], xty[p], yty[p], alphas[p, k][:, None], w[:, None])[:, 0] > tol * yty[p]
         if bool(still.any()):
             warnings.warn(
                 f"lasso: {int(still.sum())} of {coef.shape[0] * coef.shape[1]} problems did not "
