@@ -21,6 +21,7 @@ SCHEDULES = ("constant", "warmup_rsqrt")
 LOGGERS = ("csv", "tensorboard", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+SAMPLING = ("auto", "loader", "device")
 
 
 @dataclasses.dataclass
@@ -41,6 +42,12 @@ class TrainConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     fused_optimizer: bool = True  # one fused Adam kernel per step (CPU and CUDA); same maths
+    compile: bool = False  # torch.compile the training forward (eager for evaluation); docs/performance.md
+    tf32: bool = False  # allow TF32 matmuls (NVIDIA Ampere+): ~1e-3 relative error, much faster fp32 matmuls
+    # Where batches are drawn: loader (DataLoader, data.num_workers processes), device (in the
+    # training process, directly on the training device: no host-to-device copy), auto (device on
+    # accelerators when data.num_workers = 0, else loader). Same (seed, step) -> same batch.
+    sampling: str = "auto"
     # constant: linear warm-up over warmup_steps (0 = none), then lr (paper 2: 1e-4, no warm-up).
     # warmup_rsqrt: linear warm-up, then lr * sqrt(warmup_steps / step) (paper 1).
     schedule: str = "constant"
@@ -82,6 +89,8 @@ class TrainConfig:
         bad = [x for x in self.loggers if x not in LOGGERS]
         if bad:
             raise ICLError(f"train.loggers: got {bad}; allowed: any of {', '.join(LOGGERS)}")
+        if self.sampling not in SAMPLING:
+            raise ICLError(f"train.sampling: got {self.sampling!r}; allowed: {', '.join(SAMPLING)}")
         if self.wandb.mode not in WANDB_MODES:
             raise ICLError(f"train.wandb.mode: got {self.wandb.mode!r}; allowed: {', '.join(WANDB_MODES)}")
 
@@ -102,21 +111,26 @@ class StepStream(IterableDataset):
     only needs the start step. With W workers, worker w yields steps start + w, start + w + W,
     ...; the DataLoader's round-robin over workers then restores the step order. Under data
     parallelism rank r of R keeps rows [r B/R, (r+1) B/R) of the global batch, so the
-    concatenated batch is the single-process one.
+    concatenated batch is the single-process one. With ``sample=False`` it yields the step
+    numbers alone and the training module draws ``batch(step, device)`` on its device.
     """
 
-    def __init__(self, sampler: Sampler, start: int, rank: int = 0, world: int = 1) -> None:
-        self.sampler, self.start, self.rank, self.world = sampler, start, rank, world
+    def __init__(self, sampler: Sampler, start: int, rank: int = 0, world: int = 1, sample: bool = True) -> None:
+        self.sampler, self.start, self.rank, self.world, self.sample = sampler, start, rank, world, sample
+
+    def batch(self, step: int, device: torch.device | str = "cpu") -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(step, xs, ys): this rank's rows of the batch of ``step``, drawn on ``device``."""
+        B = self.sampler.cfg.batch_size
+        lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
+        batch = self.sampler.sample_batch(step, device=device)
+        return step, batch.xs[lo:hi], batch.ys[lo:hi]
 
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        B = self.sampler.cfg.batch_size
-        lo, hi = self.rank * B // self.world, (self.rank + 1) * B // self.world
         step = self.start + wid
         while True:
-            batch = self.sampler.sample_batch(step)
-            yield step, batch.xs[lo:hi], batch.ys[lo:hi]
+            yield self.batch(step) if self.sample else step
             step += nw
 
 
@@ -135,13 +149,15 @@ class ICLModule(L.LightningModule):
             torch.manual_seed(derive_seed(cfg.seed, Stream.INIT))
             self.model = ICLTransformer(cfg.model, cfg.data.n_dims)
         self.sampler = Sampler(cfg.data, cfg.seed)
+        # A function, not a module attribute, so the checkpoint's state_dict keys stay unchanged.
+        self.train_forward = torch.compile(self.model.forward) if cfg.train.compile else self.model.__call__
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return self.model(xs, ys)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         step, xs, ys = batch
-        preds = self.model(xs, ys)
+        preds = self.train_forward(xs, ys)
         per_position = ((preds.float() - ys.float()) ** 2).mean(dim=0)
         loss = per_position.mean()
         tcfg = self.cfg.train
@@ -168,9 +184,26 @@ class ICLModule(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         # Called after a checkpoint is restored, so global_step is the step to resume at.
-        stream = StepStream(self.sampler, self.trainer.global_step, self.global_rank, self.trainer.world_size)
-        nw = self.cfg.data.num_workers
-        return DataLoader(stream, batch_size=None, num_workers=nw, persistent_workers=nw > 0)
+        on_device = self.samples_on_device()
+        self._stream = StepStream(
+            self.sampler, self.trainer.global_step, self.global_rank, self.trainer.world_size, not on_device
+        )
+        nw = 0 if on_device else self.cfg.data.num_workers
+        return DataLoader(self._stream, batch_size=None, num_workers=nw, persistent_workers=nw > 0)
+
+    def samples_on_device(self) -> bool:
+        mode = self.cfg.train.sampling
+        if mode == "auto":
+            return self.device.type != "cpu" and self.cfg.data.num_workers == 0
+        return mode == "device"
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # With device sampling the loader yields the step number alone (nothing to copy).
+        return self._stream.batch(batch, self.device) if isinstance(batch, int) else batch
+
+    def on_fit_start(self) -> None:
+        # Process-wide switch; "highest" keeps exact fp32 matmuls when tf32 is off.
+        torch.set_float32_matmul_precision("high" if self.cfg.train.tf32 else "highest")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["icl_config"] = self.config
