@@ -77,6 +77,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from icl.bench import run
+
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl bench --help`)")
+    run(args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="icl", description="In-context learning of function classes with transformers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -105,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output directory (default: RUN_DIR/eval/SUITE)")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     e.set_defaults(func=cmd_eval, items=[])
+    b = sub.add_parser("bench", help="training throughput against the HuggingFace GPT-2 reference; docs/performance.md")
+    b.add_argument("--presets", default="tiny,small,standard", help="comma-separated: tiny, small, standard")
+    b.add_argument("--shapes", default="paper2,curriculum_start", help="paper2 (d=20, N=41), curriculum_start (5, 11)")
+    b.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case; medians are reported")
+    b.add_argument("--target-s", type=float, default=0.5, help="seconds of steps per side and repeat")
+    b.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    b.add_argument("--no-reference", dest="reference", action="store_false", help="skip the HuggingFace reference")
+    b.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile'd side")
+    b.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
+    b.add_argument("--no-loop", dest="loop", action="store_false", help="skip the Lightning loop measurement")
+    b.add_argument("--loop-steps", type=int, default=100, help="steps of the Lightning loop measurement")
+    b.add_argument("--no-eval", dest="eval", action="store_false", help="skip the evaluation-suite timing")
+    b.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 autocast report")
+    b.add_argument("--bf16-steps", type=int, default=300, help="steps of the bf16 vs fp32 loss comparison")
+    b.add_argument("--out", default="runs/bench", help="directory for bench.json (default: runs/bench)")
+    b.set_defaults(func=cmd_bench, items=[])
     return parser
 
 
