@@ -77,6 +77,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from icl import sweeps
+
+    sweep = sweeps.load_sweep(args.file)
+    if args.point:
+        files, overrides = _split_args(args.items)
+        print(f"{sweep.name}: {sweeps.run_point(sweep, files, overrides)}", file=sys.stderr)
+        return 0
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (only with --point; see `icl sweep --help`)")
+    if args.wandb:
+        path = sweeps.register(sweep, args.project, args.entity)
+        print(f"registered W&B sweep {path}; on each machine, from the repository root: wandb agent {path}")
+        return 0
+    return sweeps.run_local(sweep, args.workers, args.dry_run)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from icl.report import write_report
+
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl report --help`)")
+    out = write_report(Path(args.sweep_dir), Path(args.out) if args.out else None, args.n_prompts, args.device)
+    print(f"report written to {out} (report.md, *.csv, *.png)")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from icl.bench import run
 
@@ -130,6 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bf16-steps", type=int, default=300, help="steps of the bf16 vs fp32 loss comparison")
     b.add_argument("--out", default="runs/bench", help="directory for bench.json (default: runs/bench)")
     b.set_defaults(func=cmd_bench, items=[])
+    w = sub.add_parser("sweep", help="run a W&B-format grid sweep here (resumable) or register it with W&B")
+    w.add_argument("file", metavar="SWEEP.yaml")
+    w.add_argument("--workers", type=int, default=1, help="grid points trained at once (default 1)")
+    w.add_argument("--dry-run", action="store_true", help="list the points, their state and commands; run nothing")
+    w.add_argument("--wandb", action="store_true", help="register the sweep with W&B for `wandb agent` (needs a login)")
+    w.add_argument("--project", help="W&B project for --wandb (default: train.wandb.project)")
+    w.add_argument("--entity", help="W&B entity for --wandb (default: train.wandb.entity or your default)")
+    w.add_argument(
+        "--point", action="store_true", help="train one point: BASE.yaml ... key=value ... (the sweep's command)"
+    )
+    w.set_defaults(func=cmd_sweep, items=[])
+    r = sub.add_parser("report", help="tables and plots (paper 1 Figs. 1-3, sweep tables) from a sweep's finished runs")
+    r.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    r.add_argument("--out", help="output directory (default: SWEEP_DIR/report)")
+    r.add_argument(
+        "--n-prompts", type=int, help="prompts per scenario for evaluations still missing (default: eval.n_prompts)"
+    )
+    r.add_argument("--device", default="cpu", help="torch device for missing evaluations, e.g. cpu or cuda")
+    r.set_defaults(func=cmd_report, items=[])
     return parser
 
 

@@ -58,9 +58,9 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.dropout = cfg.dropout
 
-    def forward(self, h: Tensor, visible: Tensor, queries: slice | None = None) -> Tensor:
-        """Causal attention of the tokens ``h[:, queries]`` (all by default) over ``h``; ``visible``
-        (queries, T) is True where a query may attend to a key."""
+    def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
+        """Causal attention of the tokens ``h[:, queries]`` (all by default) over ``h``; ``bias``
+        (queries, T) is 0 where a query may attend to a key and -inf elsewhere."""
         B, T, E = h.shape
         q, k, v = self.qkv(h).view(B, T, 3, self.n_head, E // self.n_head).permute(2, 0, 3, 1, 4)
         if queries is not None:
@@ -69,11 +69,12 @@ class SelfAttention(nn.Module):
         if T > MATMUL_ATTENTION_MAX_TOKENS:
             square = queries is None
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=None if square else visible, is_causal=square, dropout_p=p_drop
+                q, k, v, attn_mask=None if square else bias.to(q.dtype), is_causal=square, dropout_p=p_drop
             )
         else:
-            scores = (q @ k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))
-            weights = F.dropout(scores.masked_fill(~visible, float("-inf")).softmax(-1), p_drop, self.training)
+            # In place: the product's backward needs q and k, not its output.
+            scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1])).add_(bias)
+            weights = F.dropout(scores.softmax(-1), p_drop, self.training)
             out = weights @ v
         return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], E))
 
@@ -94,9 +95,9 @@ class Block(nn.Module):
         self.fc_out = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, h: Tensor, visible: Tensor, queries: slice | None = None) -> Tensor:
-        """The block's output at the tokens ``queries`` (all by default)."""
-        a = self.drop(self.attn(self.ln1(h), visible, queries))
+    def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
+        """The block's output at the tokens ``queries`` (all by default); ``bias`` as in SelfAttention."""
+        a = self.drop(self.attn(self.ln1(h), bias, queries))
         h = h + a if queries is None else h[:, queries] + a
         return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)))))
 
@@ -181,13 +182,13 @@ class ICLTransformer(nn.Module):
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
         h = self.embed(xs, ys)
         T = h.shape[1]
-        visible = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
+        bias = torch.full((T, T), float("-inf"), device=h.device).triu(1)  # causal: key j <= query i
         for block in self.blocks[:-1]:
-            h = block(h, visible)
+            h = block(h, bias)
         # Only x tokens are read out, so the last block runs its queries and MLP on them alone:
         # the same predictions for half of that block's work.
         x_tokens = slice(0, None, 2)
-        h = self.blocks[-1](h, visible[x_tokens], x_tokens)
+        h = self.blocks[-1](h, bias[x_tokens], x_tokens)
         return self.read_out(self.ln_f(h))[..., 0]
 
     predict = forward  # the predictor contract shared with every baseline

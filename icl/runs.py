@@ -22,6 +22,8 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.
 
 import lightning as L  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
+from lightning.pytorch.utilities import rank_zero_only
 
 from icl.checkpoint import read_checkpoint
 from icl.config import Config, load_config, save_config, to_dict
@@ -40,8 +42,17 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*IterableDataset.*__len__.*")
 
 
+def secondary_rank() -> bool:
+    """True in the non-zero ranks of a multi-process launch (Lightning's DDP launcher re-runs the
+    command line; torchrun and SLURM start every rank): they train but leave the run directory,
+    its config and results to rank 0."""
+    return (rank_zero_only.rank or 0) > 0
+
+
 def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) -> Path:
     path = Path(run_dir) if run_dir else Path(cfg.out_dir) / (cfg.name or "run")
+    if secondary_rank():
+        return path
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise ICLError(
@@ -75,7 +86,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
                 f"--resume {run_dir}: already trained {resume_step} steps; "
                 f"raise train.steps (now {cfg.train.steps}) to continue"
             )
-        save_config(cfg, run_dir / CONFIG_FILE)
+        if not secondary_rank():
+            save_config(cfg, run_dir / CONFIG_FILE)
     config = to_dict(cfg)
     tcfg = cfg.train
     module = ICLModule(config)
@@ -98,6 +110,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         accelerator=tcfg.accelerator,
         devices=tcfg.devices,
         strategy=tcfg.strategy,
+        num_nodes=tcfg.num_nodes,
         precision=tcfg.precision,
         gradient_clip_val=tcfg.grad_clip or None,
         log_every_n_steps=tcfg.log_every,
@@ -109,6 +122,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # Spawned or forked workers would train, but last.ckpt below would then be written by the
+        # launching process, which holds neither the optimizer state nor the step count.
+        raise ICLError(
+            f"train.strategy: got {tcfg.strategy!r}; allowed: auto or ddp (one process per device, started by "
+            "Lightning, torchrun or SLURM), not spawn/fork-based strategies"
+        )
     trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if not evaluate or trainer.global_rank != 0:

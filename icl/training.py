@@ -55,8 +55,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     precision: str = "32-true"  # bf16-mixed: bf16 autocast (CUDA, or CPUs with bf16 support)
     accelerator: str = "auto"  # auto | cpu | gpu | ...: passed to Lightning
-    devices: Any = "auto"
-    strategy: str = "auto"
+    devices: Any = "auto"  # per node; "auto" = all visible devices
+    strategy: str = "auto"  # auto picks ddp for several devices; docs/sweeps.md shows multi-node launches
+    num_nodes: int = 1  # machines in a multi-node DDP job (SLURM srun or torchrun on each node)
     checkpoint_every: int = 1000  # steps between kept checkpoints (plus last.ckpt)
     log_every: int = 50
     loggers: list[str] = dataclasses.field(default_factory=lambda: ["csv"])
@@ -84,6 +85,8 @@ class TrainConfig:
             raise ICLError(f"train.grad_clip: got {self.grad_clip}; allowed: a number >= 0 (0 = off)")
         if self.precision not in PRECISIONS:
             raise ICLError(f"train.precision: got {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        if self.num_nodes < 1:
+            raise ICLError(f"train.num_nodes: got {self.num_nodes}; allowed: an integer >= 1")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ICLError("train.checkpoint_every / train.log_every: allowed: integers >= 1")
         bad = [x for x in self.loggers if x not in LOGGERS]
@@ -164,8 +167,10 @@ class ICLModule(L.LightningModule):
         if (self.global_step + 1) % tcfg.log_every == 0:  # the steps Lightning writes to loggers
             dims, points = self.sampler.curriculum.at(self.global_step)
             self.log_dict({"curriculum/dims": float(dims), "curriculum/points": float(points)}, prog_bar=True)
-            self.log_dict({f"train/loss@{k}": v for k, v in enumerate(per_position.detach())})
-        self.log("train/loss", loss, prog_bar=True)
+            # Under DDP each rank holds a slice of the batch: sync_dist averages the slices (an
+            # on-device all-reduce; a no-op in a single process), so logs describe the global batch.
+            self.log_dict({f"train/loss@{k}": v for k, v in enumerate(per_position.detach())}, sync_dist=True)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         return loss
 
     def configure_optimizers(self):
@@ -184,10 +189,15 @@ class ICLModule(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         # Called after a checkpoint is restored, so global_step is the step to resume at.
+        world = self.trainer.world_size
+        if self.cfg.data.batch_size % world:
+            # Equal slices make DDP's gradient average the gradient of the global batch's mean loss.
+            raise ICLError(
+                f"data.batch_size: got {self.cfg.data.batch_size}; allowed: a multiple of the number of "
+                f"processes ({world})"
+            )
         on_device = self.samples_on_device()
-        self._stream = StepStream(
-            self.sampler, self.trainer.global_step, self.global_rank, self.trainer.world_size, not on_device
-        )
+        self._stream = StepStream(self.sampler, self.trainer.global_step, self.global_rank, world, not on_device)
         nw = 0 if on_device else self.cfg.data.num_workers
         return DataLoader(self._stream, batch_size=None, num_workers=nw, persistent_workers=nw > 0)
 
