@@ -1,0 +1,384 @@
+"""Sweeps: W&B sweep files (grid over dotted config keys) expanded into runs, trained locally
+(sequentially or by N worker processes, resumable) or registered with W&B for `wandb agent`.
+
+A sweep file is a plain W&B sweep config. Its ``command`` is what every grid point runs, on
+this machine or under ``wandb agent`` on any other::
+
+    command: [icl, sweep, sweeps/NAME.yaml, --point, BASE.yaml ..., "${args_no_hyphens}"]
+
+``icl sweep FILE --point BASE.yaml ... key=value ...`` trains one grid point in
+``OUT_DIR/<sweep name>/<run name>``, the run name being a pure function of the swept values;
+a finished point is skipped, an interrupted one resumed from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from icl.config import Config, load_config
+from icl.errors import ICLError
+from icl.fileio import atomic_write
+
+ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
+# Top-level keys of W&B's sweep schema that a grid sweep of `icl` can use (W&B refuses others).
+WANDB_KEYS = ("program", "name", "description", "method", "metric", "parameters", "command", "project", "entity")
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # W&B's pattern for parameter names
+MAX_NAME = 100  # longer run names are cut and made unique by a hash of the values
+
+
+@dataclass
+class Point:
+    """One grid point: its run name and the ``key=value`` overrides that define it."""
+
+    name: str
+    values: dict[str, Any]
+
+    @property
+    def overrides(self) -> list[str]:
+        return [render(k, v) for k, v in self.values.items()]
+
+
+@dataclass
+class Sweep:
+    path: Path
+    name: str
+    parameters: dict[str, list[Any]]  # key -> values; a constant is a single value
+    command: list[str]
+    base: list[str]  # the YAML configs every point starts from (from the command)
+    spec: dict[str, Any]  # the file as W&B receives it
+
+    def run_name(self, values: dict[str, Any]) -> str:
+        """Deterministic name from the swept (multi-valued) parameters, in file order."""
+        parts = [f"{key.split('.')[-1]}-{_slug(values[key])}" for key, vals in self.parameters.items() if len(vals) > 1]
+        name = "__".join(parts) or "run"
+        if len(name) > MAX_NAME:
+            import hashlib
+
+            digest = hashlib.sha1(repr(sorted(values.items())).encode()).hexdigest()[:8]
+            name = f"{name[: MAX_NAME - 9]}.{digest}"
+        return name
+
+    def points(self) -> list[Point]:
+        """The grid in file order (the last parameter varies fastest)."""
+        keys = list(self.parameters)
+        return [
+            Point(self.run_name(dict(zip(keys, combo, strict=True))), dict(zip(keys, combo, strict=True)))
+            for combo in itertools.product(*self.parameters.values())
+        ]
+
+    def sweep_dir(self, cfg: Config) -> Path:
+        return Path(cfg.out_dir) / self.name
+
+    def config(self, point: Point, extra: list[str] = ()) -> Config:
+        try:
+            return load_config(self.base, [*point.overrides, f"name={point.name}", *extra])
+        except ICLError as e:
+            raise ICLError(f"{self.path}: point {point.name}: {e}") from None
+
+
+def render(key: str, value: Any) -> str:
+    """A parameter as W&B's agent writes it for ``${args_no_hyphens}``: ``f"{key}={value}"``.
+    Lists and mappings come out as Python literals, which parse back as YAML flow."""
+    return f"{key}={value}"
+
+
+def _slug(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "-".join(_slug(v) for v in value)
+    if isinstance(value, dict):  # numbers after their key; strings (class names) and nested values alone
+        return "_".join(
+            f"{k}{_slug(v)}" if isinstance(v, (int, float)) else _slug(v) for k, v in value.items() if v not in ({}, [])
+        )
+    return re.sub(r"[^A-Za-z0-9.]+", "_", str(value)).strip("_") or "x"
+
+
+def _survives_command_line(value: Any) -> bool:
+    # Bare numbers may change spelling (1e-05 reads back as a string) but the config coerces them.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or yaml.safe_load(str(value)) == value
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and check a sweep file's structure (configs are checked by ``check``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ICLError(f"sweep file not found: {path}")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ICLError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise ICLError(f"{path}: top level must be a W&B sweep mapping (method, parameters, command, ...)")
+    unknown = [k for k in spec if k not in WANDB_KEYS]
+    if unknown:
+        raise ICLError(
+            f"{path}: unknown top-level key(s) {', '.join(map(str, unknown))}; allowed: {', '.join(WANDB_KEYS)}"
+        )
+    if spec.get("method") != "grid":
+        raise ICLError(f"{path}: method: got {spec.get('method')!r}; allowed: grid")
+    name = spec.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ICLError(f"{path}: name: got {name!r}; allowed: letters, digits, '-', '_', '.' (the runs' directory)")
+    params = spec.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise ICLError(f"{path}: parameters: allowed: a mapping of dotted config keys to {{values: [...]}}")
+    parameters: dict[str, list[Any]] = {}
+    for key, p in params.items():
+        if not isinstance(key, str) or not PARAM_NAME.match(key):
+            raise ICLError(
+                f"{path}: parameter {key!r}: allowed: a dotted config key (W&B pattern {PARAM_NAME.pattern})"
+            )
+        if not isinstance(p, dict) or set(p) not in ({"values"}, {"value"}):
+            raise ICLError(f"{path}: parameter {key}: allowed: {{values: [...]}} or {{value: x}} (grid search)")
+        vals = p["values"] if "values" in p else [p["value"]]
+        if not isinstance(vals, list) or not vals:
+            raise ICLError(f"{path}: parameter {key}: values: allowed: a non-empty list")
+        for v in vals:
+            if v is None or not _survives_command_line(v):
+                raise ICLError(
+                    f"{path}: parameter {key}: value {v!r} does not survive the command line as `{render(key, v)}`; "
+                    "allowed: numbers, strings, true/false, and lists or mappings of them"
+                )
+        parameters[key] = vals
+    command = spec.get("command")
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        raise ICLError(
+            f"{path}: command: allowed: a list of strings like [icl, sweep, {path}, --point, BASE.yaml, {ARGS}]"
+        )
+    shape = f"[icl, sweep, {path}, --point, BASE.yaml ..., {ARGS}]"
+    if len(command) < 5 or command[:2] != ["icl", "sweep"] or command[3] != "--point" or command[-1] != ARGS:
+        raise ICLError(f"{path}: command: got {command}; allowed: {shape}")
+    if Path(command[2]).resolve() != path.resolve():
+        raise ICLError(
+            f"{path}: command names sweep file {command[2]!r}; allowed: this file's path relative to the "
+            "directory you run from (the repository root)"
+        )
+    base = command[4:-1]
+    bad = [b for b in base if not b.endswith((".yaml", ".yml"))]
+    if bad or not base:
+        raise ICLError(f"{path}: command: base configs between --point and {ARGS}: got {base}; allowed: YAML files")
+    return Sweep(path, name, parameters, command, base, spec)
+
+
+def check(sweep: Sweep) -> list[Config]:
+    """Build (and so validate) the config of every grid point; names must be distinct."""
+    points = sweep.points()
+    names = [p.name for p in points]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ICLError(f"{sweep.path}: grid points share run names {dupes}; allowed: distinct values per parameter")
+    return [sweep.config(p) for p in points]
+
+
+def agent_argv(sweep: Sweep, values: dict[str, Any]) -> list[str]:
+    """The command ``wandb agent`` runs for a point, built by W&B's own code (offline)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    args = create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})["args_no_hyphens"]
+    out: list[str] = []
+    for c in sweep.command:
+        out += args if c == ARGS else [c]
+    return out
+
+
+def parse_point(sweep: Sweep, overrides: list[str]) -> Point:
+    """The grid point that ``key=value`` overrides (as W&B writes them) stand for."""
+    values: dict[str, Any] = {}
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key not in sweep.parameters:
+            raise ICLError(
+                f"--point {item!r}: {key} is not a parameter of {sweep.path}; allowed: {', '.join(sweep.parameters)}"
+            )
+        match = [v for v in sweep.parameters[key] if render(key, v) == item]
+        if not match:
+            raise ICLError(f"--point {item!r}: not one of the sweep's values for {key}: {sweep.parameters[key]}")
+        values[key] = match[0]
+    missing = [k for k in sweep.parameters if k not in values]
+    if missing:
+        raise ICLError(f"--point: missing parameter(s) {', '.join(missing)} of {sweep.path}")
+    return Point(sweep.run_name(values), {k: values[k] for k in sweep.parameters})
+
+
+def run_state(run_dir: Path, steps: int) -> str:
+    """absent | empty (no checkpoint yet) | partial | trained (no final evaluation) | done."""
+    from icl.checkpoint import read_checkpoint
+
+    if not (run_dir / "config.yaml").is_file():
+        return "absent" if not run_dir.exists() or not any(run_dir.iterdir()) else "empty"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return "partial" if any((run_dir / "checkpoints").glob("*.ckpt")) else "empty"
+    try:
+        step = int(read_checkpoint(last)["global_step"])
+    except ICLError:
+        return "partial"  # `icl train --resume` falls back to the newest readable checkpoint or says why not
+    if step < steps:
+        return "partial"
+    return "done" if (run_dir / "eval" / "in_distribution" / "summary.md").is_file() else "trained"
+
+
+def _under_agent() -> bool:
+    return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
+
+
+def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
+    """Train one grid point (what the sweep's command runs); returns what was done."""
+    from icl import runs
+
+    if files != sweep.base:
+        raise ICLError(f"--point: base configs {files}; allowed: the sweep's own {sweep.base}")
+    point = parse_point(sweep, overrides)
+    cfg = sweep.config(point)
+    run_dir = sweep.sweep_dir(cfg) / point.name
+    if _under_agent():  # report to the run W&B's agent opened for this point
+        cfg.train.loggers = list(dict.fromkeys([*cfg.train.loggers, "wandb"]))
+        cfg.train.wandb.mode = "online"
+        cfg.train.wandb.project = os.environ.get("WANDB_PROJECT") or cfg.train.wandb.project
+        cfg.train.wandb.entity = os.environ.get("WANDB_ENTITY") or cfg.train.wandb.entity
+        cfg.train.wandb.group = cfg.train.wandb.group or sweep.name
+    state = run_state(run_dir, cfg.train.steps)
+    print(f"{sweep.name}/{point.name}: {state} ({run_dir})", file=sys.stderr)
+    if state == "done":
+        return "skipped"
+    _write_manifest(sweep, run_dir.parent)
+    if state in ("absent", "empty"):
+        runs.prepare_new_run(cfg, run_dir, overwrite=True)
+    if _under_agent():
+        # trackers.py reuses run_dir/wandb_id, so the metrics go to the agent's run
+        atomic_write(run_dir / "wandb_id", os.environ["WANDB_RUN_ID"])
+    if state == "trained":  # killed during the final evaluation
+        from icl.checkpoint import load_model
+        from icl.evaluation.run import evaluate_suite
+
+        model, _ = load_model(run_dir)
+        evaluate_suite(model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
+        return "evaluated"
+    runs.train(cfg, run_dir, resume=state == "partial")
+    return "resumed" if state == "partial" else "trained"
+
+
+def _write_manifest(sweep: Sweep, sweep_dir: Path) -> None:
+    """A copy of the sweep file beside its runs, for `icl report` and for people."""
+    target = sweep_dir / "sweep.yaml"
+    text = sweep.path.read_text()
+    if not target.is_file() or target.read_text() != text:
+        atomic_write(target, text)
+
+
+def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
+    """Run every grid point here, ``workers`` at a time, each as the sweep's own command in a
+    child process (so a crash or kill costs at most the points in flight). Returns an exit code."""
+    if workers < 1:
+        raise ICLError(f"--workers: got {workers}; allowed: an integer >= 1")
+    cfgs = check(sweep)
+    points = sweep.points()
+    todo = []
+    for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
+        run_dir = sweep.sweep_dir(cfg) / point.name
+        state = run_state(run_dir, cfg.train.steps)
+        tag = f"[{i}/{len(points)}] {point.name}"
+        if dry_run:
+            print(f"{tag}: {state}\n    {' '.join(_quote(a) for a in agent_argv(sweep, point.values))}")
+        elif state == "done":
+            print(f"{tag}: skipped (finished: {run_dir})", flush=True)
+        else:
+            todo.append((tag, point, run_dir))
+    if dry_run or not todo:
+        return 0
+    _write_manifest(sweep, sweep.sweep_dir(cfgs[0]))
+    env = dict(os.environ)
+    # N processes share the cores; without a cap each would start one thread per core.
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    failed: list[str] = []
+    running: dict[subprocess.Popen, tuple[str, Path, float, Any]] = {}
+    try:
+        while todo or running:
+            while todo and len(running) < workers:
+                tag, point, run_dir = todo.pop(0)
+                log_path = run_dir.parent / "logs" / f"{point.name}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                log = log_path.open("a")
+                argv = agent_argv(sweep, point.values)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "icl", *argv[1:]], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
+                running[proc] = (tag, log_path, time.monotonic(), log)
+                print(f"{tag}: started (log: {log_path})", flush=True)
+            time.sleep(0.2)
+            for proc in [p for p in running if p.poll() is not None]:
+                tag, log_path, t0, log = running.pop(proc)
+                log.close()
+                if proc.returncode == 0:
+                    print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
+                else:
+                    last = _last_line(log_path)
+                    print(f"{tag}: FAILED (exit {proc.returncode}): {last} (log: {log_path})", flush=True)
+                    failed.append(tag)
+    except KeyboardInterrupt:
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+        raise
+    if failed:
+        print(f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _last_line(path: Path) -> str:
+    lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(empty log)"
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if re.search(r"[\s'\"\[\]{}$]", arg) else arg
+
+
+def register(sweep: Sweep, project: str | None, entity: str | None) -> str:
+    """Create the sweep on W&B (needs a login and the network); returns ``entity/project/id``."""
+    cfg = check(sweep)[0]
+    project = project or cfg.train.wandb.project
+    entity = entity or cfg.train.wandb.entity
+    os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    if not (os.environ.get("WANDB_API_KEY") or wandb.login(prompt=False, verify=False)):  # local look-up, no prompt
+        raise ICLError(
+            "--wandb needs a W&B login (WANDB_API_KEY or `wandb login`) and network; "
+            "allowed without: icl sweep FILE [--workers N]"
+        )
+    base_url = os.environ.get("WANDB_BASE_URL") or wandb.setup().settings.base_url
+    url = urllib.parse.urlparse(base_url)
+    try:  # W&B's client retries for minutes when offline; find out in seconds
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=10).close()
+    except OSError as e:
+        raise ICLError(
+            f"--wandb: cannot reach {base_url} ({e}); allowed without network: icl sweep FILE [--workers N]"
+        ) from None
+    try:
+        sweep_id = wandb.sweep(sweep=dict(sweep.spec), project=project, entity=entity)
+        entity = entity or wandb.Api().default_entity
+    except Exception as e:  # the client raises many types (HTTP, auth, validation): report one line
+        raise ICLError(
+            f"--wandb: W&B refused the sweep: {(str(e).strip().splitlines() or [type(e).__name__])[0][:300]}"
+        ) from None
+    if not sweep_id:
+        raise ICLError("--wandb: W&B did not return a sweep id (is the login valid?)")
+    return f"{entity}/{project}/{sweep_id}"

@@ -1,0 +1,175 @@
+"""`icl report` on tiny finished sweeps (dense/sparse at d = 4, linear/sinusoid at d = 1): every
+table and plot is written, the numbers are the runs' own evaluations, the prediction distances
+are measured on the evaluation prompts, and paper 1's numbers are matched only at paper scale."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from icl import report, sweeps
+from icl.checkpoint import load_model
+from icl.cli import main
+from icl.config import load_config
+from icl.errors import ICLError
+from icl.evaluation.curves import error_curves
+from icl.sampling import Sampler
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_points": 8},
+    "train": {"steps": 4, "lr": 1e-3, "progress_bar": False, "log_every": 2, "checkpoint_every": 2},
+}
+SPARSE = [{"name": "sparse_linear", "weight": 1, "params": {"nnz": 1}}]
+SINE = {"name": "sinusoid", "params": {"freq_shape": 6.0, "freq_scale": 0.16666666666666666}}
+
+
+def make_sweep(root: Path, name: str, base: dict, mixtures: list) -> Path:
+    """Train every point of a tiny sweep in-process, as `icl sweep FILE --point` would."""
+    (root / f"{name}.base.yaml").write_text(yaml.safe_dump({**TINY, **base}))
+    spec = {
+        "name": name,
+        "program": "icl",
+        "method": "grid",
+        "parameters": {"data.mixture": {"values": mixtures}},
+        "command": ["icl", "sweep", f"{name}.yaml", "--point", f"{name}.base.yaml", "${args_no_hyphens}"],
+    }
+    (root / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+    sweep = sweeps.load_sweep(f"{name}.yaml")
+    for point in sweep.points():
+        assert sweeps.run_point(sweep, sweep.base, point.overrides) == "trained"
+    return root / "runs" / name
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        w = lambda a: [  # noqa: E731
+            {"name": "dense_linear", "weight": a},
+            {"name": "sparse_linear", "weight": 1 - a, "params": {"nnz": 1}},
+        ]
+        dense_sparse = make_sweep(
+            root,
+            "ds",
+            {"data": {"n_dims": 4, "n_points": 6, "batch_size": 8}, "eval": {"n_prompts": 30, "table_k": 3}},
+            [w(0.0), w(0.5), w(1.0)],
+        )
+        s = lambda a: [{"name": "dense_linear", "weight": a}, {**SINE, "weight": 1 - a}]  # noqa: E731
+        sine = make_sweep(
+            root,
+            "sin",
+            {
+                "data": {"n_dims": 1, "n_points": 8, "batch_size": 8},
+                "eval": {"n_prompts": 30, "convex_coefs": [0.5, 1], "frequencies": [0.1, 1]},
+            },
+            [s(1.0), s(0.5)],
+        )
+        yield root, dense_sparse, sine
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.open()))
+
+
+def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
+    root, sweep_dir, _ = swept
+    assert main(["report", str(sweep_dir)]) == 0
+    out = sweep_dir / "report"
+    assert f"report written to {out}" in capsys.readouterr().out
+    expected = {"report.md", "runs.csv", "training.png", "fig1.csv", "fig1.png", "fig2.csv", "fig2.png", "gaps.csv"}
+    expected |= {"fig3.png", "fig3_error.csv", "fig3_distance.csv"}
+    assert expected <= {p.name for p in out.iterdir()}
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    for section in ("## Fig. 1", "## Fig. 2", "## Fig. 3", "Prediction distance", "Mixture minus specialist"):
+        assert section in md
+    assert "No run is at paper 1's scale" in md
+    # Fig. 1: three classes (dense, sparse nnz 1, weakly sparse nnz d/2 = 2) x three runs at k = 3,
+    # equal to each run's own cached curve.
+    fig1 = rows(out / "fig1.csv")
+    assert [r["eval class"] for r in fig1] == ["dense_linear", "sparse_linear(nnz=1)", "sparse_linear(nnz=2)"]
+    labels = ["1 dense_linear", "0.5 dense_linear + 0.5 sparse_linear(nnz=1)", "1 sparse_linear(nnz=1)"]
+    assert [h for h in fig1[0] if h in labels] == labels  # dense weight 1, 0.5, 0 (paper's column order reversed)
+    for run_dir in (p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file()):
+        cached = run_dir / "eval" / report.CLASSES_DIR / "class.sparse_linear_nnz_1.json"
+        assert cached.is_file()
+    ls_dense = float(fig1[0]["least_squares"])
+    assert 0.0 < ls_dense < 1.0  # 3 examples in 4 dims: 1 - k/d = 0.25 in expectation
+    # Fig. 3: nnz = 1..4 and one distance row per nnz for the mixture, whose normalised distances
+    # are the raw ones divided by the specialists' distance.
+    assert [r["nnz"] for r in rows(out / "fig3_error.csv")] == ["1", "2", "3", "4"]
+    dist = rows(out / "fig3_distance.csv")
+    assert len(dist) == 4 and {r["mixture model"] for r in dist} == {labels[1]}
+    for r in dist:
+        assert float(r["normalised to dense"]) == pytest.approx(float(r["MSD to dense"]) / float(r["MSD dense-sparse"]))
+    # Reused evaluations: a second report recomputes nothing and gives the same tables.
+    first = (out / "fig3_distance.csv").read_text(), (out / "fig1.csv").read_text()
+    assert main(["report", str(sweep_dir), "--out", str(root / "again")]) == 0
+    assert ((root / "again" / "fig3_distance.csv").read_text(), (root / "again" / "fig1.csv").read_text()) == first
+
+
+def test_sinusoid_report_has_convex_and_frequency_tables(swept):
+    _, _, sweep_dir = swept
+    out = report.write_report(sweep_dir)
+    names = {p.name for p in out.iterdir()}
+    assert {"convex.csv", "convex.png", "frequency.csv", "frequency.png", "fig1.png", "fig2.png"} <= names
+    assert "fig3.png" not in names  # no sparse class at d = 1
+    convex = rows(out / "convex.csv")
+    assert [float(r["a"]) for r in convex] == [0.5, 1]
+    assert float(convex[1]["least_squares"]) == pytest.approx(0, abs=1e-6)  # a = 1: a line, exact after 2 points
+    freq = rows(out / "frequency.csv")
+    assert [float(r["frequency w"]) for r in freq] == [0.1, 1]
+    prior = [float(r["prior P(W <= w)"]) for r in freq]  # Gamma(6, 1/6): mean 1, almost no mass below 0.1
+    assert prior[0] < 0.01 and 0.4 < prior[1] < 0.7
+
+
+def test_prediction_distances_use_the_evaluation_prompts(swept):
+    _, sweep_dir, _ = swept
+    runs, _ = report.collect_runs(sweep_dir)
+    run, other = runs[1], runs[0]
+    a, b = run.model("cpu"), other.model("cpu")
+    mixture = report._mixture({"name": "sparse_linear", "params": {"nnz": 2}, "noise_std": 0.0}, 4)
+    dist = report.prediction_distances({"a": a, "b": b, "a2": a}, run, mixture, 30, "cpu")
+    assert dist[("a", "a2")].max() == 0
+    # error_curves sees (p_a - p_b + y - y)^2 on its prompts: the same prompts give the same number.
+    sampler = Sampler(run.cfg.data, run.cfg.eval.seed)
+    curves = error_curves({"d": lambda xs, ys: a(xs, ys) - b(xs, ys) + ys}, sampler, 30, mixture=mixture)
+    assert dist[("a", "b")] == pytest.approx(curves.sq_errors["d"].mean(axis=0), rel=1e-6, abs=1e-9)
+
+
+def test_paper_numbers_only_match_runs_at_paper_scale():
+    exp = ROOT / "configs" / "experiments"
+    cfg = load_config([exp / "dense_sparse_w0.5.yaml"])
+    assert report.paper_run(cfg) == ("dense_sparse", 0.5, "standard")
+    assert report.paper_curve("dense", report.paper_run(cfg))[16] == 0.198
+    tiny = load_config([exp / "dense_sparse_w0.5.yaml", ROOT / "configs" / "model" / "tiny.yaml"])
+    assert report.paper_curve("sparse2", report.paper_run(tiny))[16] == 0.278  # Fig. 8b
+    relu = load_config([exp / "dense_relu_w0.yaml"])
+    assert report.paper_curve("relu", report.paper_run(relu))[39] == 0.281
+    assert report.paper_run(load_config([ROOT / "configs" / "repro" / "dense_sparse_w0.5.yaml"])) is None
+    assert report.paper_run(load_config([exp / "dense_sparse_w0.5.yaml"], ["data.mixture.1.params.nnz=3"])) is None
+
+
+def test_report_refuses_a_directory_without_finished_runs(tmp_path):
+    with pytest.raises(ICLError, match="no finished runs"):
+        report.write_report(tmp_path)
+    with pytest.raises(ICLError, match="sweep directory not found"):
+        report.write_report(tmp_path / "missing")
+
+
+def test_loaded_model_predicts_like_the_cached_curve(swept):
+    """The report's numbers come from the trained weights (not, say, a fresh model)."""
+    _, sweep_dir, _ = swept
+    runs, _ = report.collect_runs(sweep_dir)
+    model, cfg = load_model(runs[0].path)
+    cls = next(c for c in report.eval_classes(runs) if c.title == "dense_linear")
+    sampler = Sampler(cfg.data, cfg.eval.seed)
+    with torch.no_grad():
+        curves = error_curves({"model": model.predict}, sampler, 30, mixture=report._mixture(cls.spec, 4))
+    cached = report.class_curves(runs[0], cls, 30, "cpu", [])
+    assert cached["curves"]["model"]["mean"] == pytest.approx(curves.sq_errors["model"].mean(axis=0).tolist())

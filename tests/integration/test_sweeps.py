@@ -1,0 +1,206 @@
+"""Sweeps: every shipped sweep expands to valid configs, the W&B agent's command (built offline
+by W&B's own code) trains the same point as a local run, bad sweep files are refused in one
+line, and a killed local sweep continues without redoing finished points."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from icl import sweeps
+from icl.cli import main
+from icl.config import to_dict
+from icl.errors import ICLError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
+GRID = {
+    "dense_sparse": 5,
+    "dense_relu": 5,
+    "linear_sinusoid": 3,
+    "model_size": 6,
+    "repro_dense_sparse": 5,
+    "repro_linear_sinusoid": 3,
+    "repro_model_size": 3,
+}
+TINY_BASE = {
+    "data": {"n_dims": 3, "n_points": 6, "batch_size": 8},
+    "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_points": 8},
+    "train": {"lr": 1e-3, "progress_bar": False, "log_every": 2, "checkpoint_every": 5},
+    "eval": {"n_prompts": 20},
+}
+
+
+@pytest.fixture
+def in_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # sweep files name their paths relative to the repository root
+
+
+def test_every_shipped_sweep_expands_to_valid_distinct_configs(in_root):
+    assert {p.stem for p in SHIPPED} == set(GRID)
+    for path in SHIPPED:
+        sweep = sweeps.load_sweep(path.relative_to(ROOT))
+        cfgs = sweeps.check(sweep)  # load_config of base configs + every point's overrides
+        points = sweep.points()
+        assert len(points) == len(cfgs) == GRID[path.stem], path
+        assert len({p.name for p in points}) == len(points)
+        assert len({json.dumps(to_dict(c), sort_keys=True) for c in cfgs}) == len(cfgs)  # no two points alike
+        for point, cfg in zip(points, cfgs, strict=True):
+            assert cfg.name == point.name
+            assert sweep.sweep_dir(cfg) / point.name == Path("runs") / sweep.name / point.name
+            for key, value in point.values.items():  # each swept key landed in the config
+                node = to_dict(cfg)
+                for part in key.split("."):
+                    node = node[int(part)] if isinstance(node, list) else node[part]
+                if isinstance(value, dict):
+                    assert {k: node[k] for k in value} == value
+                elif not isinstance(value, list):
+                    assert node == value
+
+
+def test_mixture_weight_points_set_both_weights_together(in_root):
+    sweep = sweeps.load_sweep("sweeps/dense_sparse.yaml")
+    cfgs = sweeps.check(sweep)
+    weights = [[c.weight for c in cfg.data.mixture] for cfg in cfgs]
+    assert weights == [[0, 1], [0.25, 0.75], [0.5, 0.5], [0.75, 0.25], [1, 0]]
+    assert all(cfg.data.mixture[1].params == {"nnz": 2} and cfg.data.n_dims == 20 for cfg in cfgs)
+    assert sweep.points()[1].name == "mixture-dense_linear_weight0.25-sparse_linear_weight0.75_nnz2"
+    sizes = [
+        (c.model.n_layer, c.model.n_head, c.model.n_embd)
+        for c in sweeps.check(sweeps.load_sweep("sweeps/model_size.yaml"))
+    ]
+    assert sizes == [(3, 2, 64), (6, 4, 128), (12, 8, 256)] * 2
+
+
+def test_wandb_agent_command_trains_the_same_point_offline(in_root):
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command
+
+    for path in SHIPPED:
+        sweep = sweeps.load_sweep(path.relative_to(ROOT))
+        spec = yaml.safe_load(path.read_text())
+        assert set(spec) <= set(sweeps.WANDB_KEYS) and spec["method"] == "grid" and spec["program"] == "icl"
+        assert json.loads(json.dumps(spec)) == spec  # what W&B stores and sends back
+        assert create_sweep_command(list(spec["command"])) == spec["command"]  # no env macros to fill
+        for point in sweep.points():
+            argv = sweeps.agent_argv(sweep, point.values)
+            assert argv[:4] == ["icl", "sweep", str(path.relative_to(ROOT)), "--point"]
+            files = [a for a in argv[4:] if a.endswith(".yaml")]
+            overrides = [a for a in argv[4:] if "=" in a]
+            assert files == sweep.base and len(files) + len(overrides) == len(argv) - 4
+            parsed = sweeps.parse_point(sweep, overrides)
+            assert parsed.name == point.name
+            assert to_dict(sweep.config(parsed)) == to_dict(sweep.config(point))
+
+
+def test_register_without_login_fails_in_one_line(in_root, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    assert main(["sweep", "sweeps/dense_sparse.yaml", "--wandb"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("icl: error: --wandb needs a W&B login")
+
+
+def test_register_without_network_fails_in_one_line(in_root, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # a key is found locally; the server is unreachable
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    assert main(["sweep", "sweeps/repro_dense_sparse.yaml", "--wandb"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("icl: error: --wandb: cannot reach http://127.0.0.1:9")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"early_terminate": {"type": "hyperband"}}, "unknown top-level key(s) early_terminate"),
+        ({"method": "random"}, "method: got 'random'; allowed: grid"),
+        ({"parameters": {"data.n_dims": {"min": 1, "max": 3}}}, "allowed: {values: [...]} or {value: x}"),
+        ({"parameters": {"data.mixture": {"values": [None]}}}, "does not survive the command line"),
+        ({"command": ["icl", "train", "base.yaml", "${args_no_hyphens}"]}, "command: got"),
+        ({"name": "a/b"}, "name: got 'a/b'"),
+    ],
+)
+def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = {
+        "name": "t",
+        "program": "icl",
+        "method": "grid",
+        "parameters": {"seed": {"values": [0, 1]}},
+        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
+        **change,
+    }
+    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ICLError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
+        sweeps.load_sweep("s.yaml")
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_config_key_in_a_sweep_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = {
+        "name": "t",
+        "program": "icl",
+        "method": "grid",
+        "parameters": {"train.stpes": {"values": [1, 2]}},
+        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
+    }
+    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["sweep", "s.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key" in err[0] and "stpes" in err[0]
+    assert not Path("runs").exists()
+
+
+def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = {
+        "name": "resume",
+        "program": "icl",
+        "method": "grid",
+        "parameters": {"train.steps": {"values": [6, 200]}},
+        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
+    }
+    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    short, long = Path("runs/resume/steps-6"), Path("runs/resume/steps-200")
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "icl", "sweep", "s.yaml", "--workers", "2"], env=env, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        # Kill the whole sweep (parent and workers, as a scheduler would) once the short point is
+        # finished and the long one has written a checkpoint but not finished.
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sweeps.run_state(short, 6) == "done" and list((long / "checkpoints").glob("step=*.ckpt")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert sweeps.run_state(long, 200) == "partial"
+    stamp = (short / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["sweep", "s.yaml"]) == 0  # the same command again
+    out = capsys.readouterr().out
+    assert "[1/2] steps-6: skipped (finished" in out and "[2/2] steps-200: started" in out
+    assert (short / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp  # not retrained
+    assert sweeps.run_state(long, 200) == "done"
+    log = Path("runs/resume/logs/steps-200.log").read_text()
+    assert "resume/steps-200: partial" in log and "resume: resumed" in log
+    from icl.checkpoint import read_checkpoint
+
+    assert read_checkpoint(long)["global_step"] == 200
