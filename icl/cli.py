@@ -42,7 +42,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(files, overrides)
         run_dir = runs.prepare_new_run(cfg, args.run_dir, args.overwrite)
-    print(f"run directory: {run_dir}", file=sys.stderr)
     records = runs.train(cfg, run_dir, resume=bool(args.resume), evaluate=not args.no_eval)
     _print_records(records, cfg.data.n_dims, run_dir / "eval" / "in_distribution")
     return 0
@@ -69,6 +68,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, cfg = load_model(ckpt, device=args.device)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out = Path(args.out) if args.out else run_dir / "eval" / args.suite
+    if out.exists() and not out.is_dir():
+        raise ICLError(f"--out {out}: is a file; allowed: a directory (created or replaced)")
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b]
     records = evaluate_suite(
         model, cfg, args.suite, out, baselines=baselines, n_prompts=args.n_prompts, convention=args.convention

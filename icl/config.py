@@ -117,13 +117,37 @@ def validate(cfg: Config) -> None:
         raise ICLError(f"name: got {cfg.name!r}; allowed: letters, digits, '-', '_', '.'")
     cfg.model.check()
     cfg.train.check()
-    Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
+    sampler = Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
     if cfg.data.n_points > cfg.model.max_points:
         raise ICLError(
             f"data.n_points: got {cfg.data.n_points}; allowed: at most model.max_points ({cfg.model.max_points})"
         )
     if cfg.eval.n_prompts < 1:
         raise ICLError(f"eval.n_prompts: got {cfg.eval.n_prompts}; allowed: an integer >= 1")
+    _check_eval(cfg, sampler.mixture)
+
+
+def _check_eval(cfg: Config, mixture) -> None:
+    """Names that training uses only later (periodic and final evaluation), checked now, before a
+    run directory is created or a step is trained."""
+    from icl.baselines import BASELINES  # lazy: these modules import this one
+    from icl.evaluation.run import BAYES
+    from icl.evaluation.scenarios import build_suite
+
+    for field in ("baselines", "periodic_baselines"):
+        for name in getattr(cfg.eval, field):
+            if name not in BAYES and name.partition(":")[0] not in BASELINES:
+                allowed = ", ".join(sorted({*BASELINES, *BAYES} - {"checkpoint"}))
+                raise ICLError(f"eval.{field}: unknown baseline {name!r}; allowed: {allowed}, checkpoint:PATH")
+    if cfg.eval.every < 0:
+        raise ICLError(f"eval.every: got {cfg.eval.every}; allowed: an integer >= 0 (0 = no periodic evaluation)")
+    if cfg.eval.every:
+        if cfg.eval.periodic_n_prompts < 1:
+            raise ICLError(f"eval.periodic_n_prompts: got {cfg.eval.periodic_n_prompts}; allowed: an integer >= 1")
+        try:
+            build_suite(cfg.eval.periodic_suite, cfg, mixture)
+        except ICLError as e:
+            raise ICLError(f"eval.periodic_suite: {e}") from None
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -5,15 +5,20 @@ Layout of a run directory::
 
     config.yaml             the resolved config (also inside every checkpoint)
     checkpoints/            step=0001000.ckpt ... every train.checkpoint_every steps, last.ckpt
+                            (written atomically: a *.ckpt.tmp is an unfinished write)
     metrics.csv             CSV log (train/loss, train/loss@k per position, curriculum/*)
+    resume.log              one line per resume: step, checkpoint, config keys changed
     tensorboard/ wandb/     when those loggers are enabled
     eval/<suite>/           summary.md, <scenario>.{json,csv,png}, sweep tables (icl eval)
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,18 +26,30 @@ from typing import Any
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.6 vs torch 2.13
 
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from icl.checkpoint import read_checkpoint
-from icl.config import Config, load_config, save_config, to_dict
+from icl.checkpoint import AtomicCheckpointIO, resume_checkpoint
+from icl.config import Config, from_dict, load_config, save_config, to_dict
 from icl.errors import ICLError
 from icl.evaluation.run import PeriodicEval, evaluate_suite
-from icl.trackers import build_loggers
+from icl.fileio import TMP_SUFFIX, atomic_write
+from icl.model import ICLTransformer
+from icl.trackers import MetricsCommit, build_loggers
 from icl.training import ICLModule
 
 CONFIG_FILE = "config.yaml"
+RESUME_LOG = "resume.log"
+# What a resumed run may not change: the model's shape, the training problem and its random
+# streams. Everything else (train.*, eval.*, name, out_dir, data.num_workers) may change and is
+# recorded in resume.log.
+FIXED_ON_RESUME = ("seed",)
+FIXED_SECTIONS_ON_RESUME = ("model.", "data.")
+FREE_ON_RESUME = ("data.num_workers",)
 
 
 def quiet_lightning() -> None:
@@ -53,6 +70,11 @@ def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) ->
     path = Path(run_dir) if run_dir else Path(cfg.out_dir) / (cfg.name or "run")
     if secondary_rank():
         return path
+    if path.exists() and not path.is_dir():
+        raise ICLError(f"run directory {path} is a file; allowed: a new or existing directory")
+    quiet_lightning()
+    check_hardware(cfg)  # before anything is deleted or created
+    check_disk(cfg, path, 0)
     if path.exists() and any(path.iterdir()):
         if not overwrite:
             raise ICLError(
@@ -60,34 +82,147 @@ def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) ->
                 "or name=... for a new run"
             )
         shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
     save_config(cfg, path / CONFIG_FILE)
     return path
+
+
+def check_hardware(cfg: Config) -> None:
+    """Let Lightning judge train.accelerator / devices / strategy / num_nodes / precision on this
+    machine before anything is written; its refusals become one line. Spawn/fork strategies are
+    refused too: the process that writes last.ckpt after fit must be the one that trained."""
+    t = cfg.train
+    try:
+        trainer = L.Trainer(
+            accelerator=t.accelerator,
+            devices=t.devices,
+            strategy=t.strategy,
+            num_nodes=t.num_nodes,
+            precision=t.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, TypeError, ImportError, RuntimeError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ICLError(
+            f"train.accelerator={t.accelerator!r}, train.devices={t.devices!r}, train.strategy={t.strategy!r}: {reason}"
+        ) from None
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # Spawned or forked workers would train, but last.ckpt (written after fit) would then come from the
+        # launching process, which holds neither the optimizer state nor the step count.
+        raise ICLError(
+            f"train.strategy: got {t.strategy!r}; allowed: auto or ddp (one process per device, started by "
+            "Lightning, torchrun or SLURM), not spawn/fork-based strategies"
+        )
+
+
+def check_writable(run_dir: Path) -> None:
+    """Create the run directory and its checkpoints/ and prove a file can be written there."""
+    probe = run_dir / "checkpoints" / f".probe-{os.getpid()}"
+    try:
+        atomic_write(probe, b"")
+        probe.unlink()
+    except OSError as e:
+        raise ICLError(
+            f"run directory {run_dir} is not writable ({e.strerror or e}); allowed: a writable path"
+        ) from None
+
+
+def checkpoint_bytes(cfg: Config) -> int:
+    """Estimated size of one checkpoint: the weights and Adam's two moments."""
+    with torch.device("meta"):  # shapes only, no memory
+        model = ICLTransformer(cfg.model, cfg.data.n_dims)
+    itemsize = 8 if cfg.train.precision == "64-true" else 4
+    return 3 * itemsize * sum(p.numel() for p in model.parameters())
+
+
+def check_disk(cfg: Config, run_dir: Path, start_step: int) -> None:
+    """Refuse to start when the checkpoints still to be written cannot fit on the disk."""
+    every = cfg.train.checkpoint_every
+    # periodic files still to come, plus last.ckpt and its temporary copy during a save
+    n = max(0, cfg.train.steps // every - start_step // every) + 2
+    need = n * checkpoint_bytes(cfg)
+    existing = next(p for p in [run_dir, *run_dir.absolute().parents] if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ICLError(
+            f"not enough free disk for {n} checkpoints under {run_dir}: need about {need / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB free; allowed: free space, or raise train.checkpoint_every"
+        )
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_changes(saved: dict[str, Any], cfg: Config, run_dir: Path) -> list[str]:
+    """The config keys a resume changes (``key old -> new``); refuses changes to the fixed ones."""
+    old, new = _flatten(to_dict(from_dict(saved))), _flatten(to_dict(cfg))
+    changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    diffs = {k: f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed}
+    fixed = [
+        k
+        for k in changed
+        if (k in FIXED_ON_RESUME or k.startswith(FIXED_SECTIONS_ON_RESUME)) and k not in FREE_ON_RESUME
+    ]
+    if fixed:
+        raise ICLError(
+            f"--resume {run_dir}: {'; '.join(diffs[k] for k in fixed)} differs from the checkpoint; allowed to "
+            "change on resume: train.*, eval.*, name, data.num_workers (start a new run for another model or data)"
+        )
+    return [diffs[k] for k in changed]
+
+
+def record_resume(run_dir: Path, ckpt_path: Path, step: int, changes: list[str]) -> None:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    line = f"{stamp} resumed at step {step} from {ckpt_path.name}; " + (
+        "changed: " + "; ".join(changes) if changes else "no config changes"
+    )
+    with (run_dir / RESUME_LOG).open("a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def load_run_config(run_dir: str | Path, overrides: list[str]) -> Config:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ICLError(f"--resume {run_dir}: not a run directory (no {CONFIG_FILE})")
-    return load_config([path], overrides)
+    cfg = load_config([path], overrides)
+    if not any(item.startswith("name=") for item in overrides):
+        # load_config names an unnamed run after its last YAML file, here "config"; keep the run's own name
+        cfg.name = str(yaml.safe_load(path.read_text()).get("name") or "")
+    return cfg
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = True) -> dict[str, Any]:
     """Train (or continue) the run in ``run_dir``; return the final evaluation records."""
     quiet_lightning()
-    ckpt_path = None
-    resume_step = None
+    ckpt_path = resume_step = keep_rows = None
+    changes: list[str] = []
     if resume:
-        ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        ckpt = read_checkpoint(ckpt_path)
+        ckpt_path, ckpt = resume_checkpoint(run_dir)
         resume_step = int(ckpt["global_step"])
         if resume_step >= cfg.train.steps:
             raise ICLError(
                 f"--resume {run_dir}: already trained {resume_step} steps; "
                 f"raise train.steps (now {cfg.train.steps}) to continue"
             )
-        if not secondary_rank():
-            save_config(cfg, run_dir / CONFIG_FILE)
+        changes = resume_changes(ckpt["icl_config"], cfg, run_dir)
+        keep_rows = ckpt.get("icl_metrics_rows")
+        del ckpt  # fit() reads the file again
+    check_hardware(cfg)
+    if not secondary_rank():
+        check_writable(run_dir)
+        check_disk(cfg, run_dir, resume_step or 0)
     config = to_dict(cfg)
     tcfg = cfg.train
     module = ICLModule(config)
@@ -99,7 +234,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         save_top_k=-1,
         save_last=True,
     )
-    callbacks: list[Any] = [checkpoints]
+    callbacks: list[Any] = [checkpoints, MetricsCommit()]
     if cfg.eval.every:
         callbacks.append(PeriodicEval(cfg))
     if tcfg.progress_bar:
@@ -114,7 +249,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         precision=tcfg.precision,
         gradient_clip_val=tcfg.grad_clip or None,
         log_every_n_steps=tcfg.log_every,
-        logger=build_loggers(tcfg, run_dir, cfg.name or run_dir.name, config, resume_step) or False,
+        logger=build_loggers(tcfg, run_dir, cfg.name or run_dir.name, config, resume_step, keep_rows) or False,
+        plugins=[AtomicCheckpointIO()],
         callbacks=callbacks,
         enable_progress_bar=tcfg.progress_bar,
         enable_model_summary=False,
@@ -122,13 +258,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         num_sanity_val_steps=0,
         use_distributed_sampler=False,
     )
-    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-        # Spawned or forked workers would train, but last.ckpt below would then be written by the
-        # launching process, which holds neither the optimizer state nor the step count.
-        raise ICLError(
-            f"train.strategy: got {tcfg.strategy!r}; allowed: auto or ddp (one process per device, started by "
-            "Lightning, torchrun or SLURM), not spawn/fork-based strategies"
-        )
+    if not secondary_rank():
+        if resume:
+            for stale in (run_dir / "checkpoints").glob("*" + TMP_SUFFIX):
+                stale.unlink()  # a save cut short by a kill; the file it was replacing is intact
+            save_config(cfg, run_dir / CONFIG_FILE)
+            record_resume(run_dir, ckpt_path, resume_step, changes)
+        print(f"run directory: {run_dir}", file=sys.stderr)  # after every check: bad input stays one line
     trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if not evaluate or trainer.global_rank != 0:

@@ -4,36 +4,48 @@ wandb (online, offline or disabled; never prompts for a login)."""
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import os
 import uuid
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from icl.errors import ICLError
+from icl.fileio import atomic_write
 
 
 class CSVMetrics(Logger):
-    """Wide CSV (one row per logged step) at ``run_dir/metrics.csv``.
+    """Wide CSV (one row per ``log_metrics`` call) at ``run_dir/metrics.csv``, appended as rows
+    arrive.
 
-    Unlike Lightning's CSVLogger it never deletes an existing file: on resume from step s it
-    keeps the rows logged before s and drops later ones (they are logged again by the resumed
-    run), so a resumed run's file equals an uninterrupted run's.
+    Unlike Lightning's CSVLogger it never deletes the file of a run being resumed (from step
+    ``resume_step``): it keeps the first ``keep_rows`` rows, the ones logged before the checkpoint
+    (MetricsCommit stores that count in every checkpoint; older checkpoints lack it, and then the
+    rows before ``resume_step`` are kept), and drops the rest, which the resumed run logs again.
+    A resumed run's file therefore equals an uninterrupted run's, byte for byte.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, keep_rows: int | None = None) -> None:
         super().__init__()
         self.path = Path(run_dir) / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
         self.keys: list[str] = ["step"]
-        self.pending: list[dict[str, Any]] = []
         if resume_step is not None and self.path.is_file():
-            with self.path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                self.keys = list(reader.fieldnames or ["step"])
+            text = self.path.read_text()
+            lines = text.splitlines(keepends=True)
+            if lines and not lines[-1].endswith("\n"):
+                lines.pop()  # a row cut short by a kill
+            reader = csv.DictReader(lines)
+            self.keys = list(reader.fieldnames or ["step"])
+            if keep_rows is None:
                 self.rows = [r for r in reader if int(r["step"]) < resume_step]
+            else:
+                self.rows = list(itertools.islice(reader, keep_rows))
             self._rewrite()
         elif self.path.exists():
             self.path.unlink()
@@ -50,6 +62,10 @@ class CSVMetrics(Logger):
     def save_dir(self) -> str:
         return str(self.path.parent)
 
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows)
+
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """The resolved config is written to config.yaml by the run; nothing to do here."""
@@ -58,43 +74,49 @@ class CSVMetrics(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Lightning adds "epoch", which is meaningless for an endless step-indexed stream.
         row = {"step": step, **{k: float(v) for k, v in metrics.items() if k != "epoch"}}
-        if self.pending and self.pending[-1]["step"] == step:
-            self.pending[-1].update(row)
-        else:
-            self.pending.append(row)
-
-    @rank_zero_only
-    def save(self) -> None:
-        if not self.pending:
-            return
-        new = sorted({k for r in self.pending for k in r} - set(self.keys))
-        self.rows.extend(self.pending)
-        if new:
+        self.rows.append(row)
+        new = sorted(set(row) - set(self.keys))
+        if new or not self.path.is_file():
             self.keys.extend(new)
             self._rewrite()
         else:
             with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.keys).writerows(self.pending)
-        self.pending = []
+                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
 
     @rank_zero_only
-    def finalize(self, status: str) -> None:
-        self.save()
+    def save(self) -> None:
+        """Make the rows logged so far durable (called before every checkpoint is written)."""
+        if self.path.is_file():
+            with self.path.open("rb+") as f:
+                os.fsync(f.fileno())
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.keys)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=self.keys)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.path, buf.getvalue())
 
 
-def build_loggers(train_cfg, run_dir: Path, run_name: str, config: dict, resume_step: int | None) -> list[Logger]:
+class MetricsCommit(Callback):
+    """Before every checkpoint is written: flush every logger and record in the checkpoint how
+    many metrics.csv rows precede it (``icl_metrics_rows``), so a resumed run keeps exactly those."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            logger.save()
+            if isinstance(logger, CSVMetrics):
+                checkpoint["icl_metrics_rows"] = logger.n_rows
+
+
+def build_loggers(
+    train_cfg, run_dir: Path, run_name: str, config: dict, resume_step: int | None, keep_rows: int | None = None
+) -> list[Logger]:
+    """The configured loggers; on resume (``resume_step``) metrics.csv keeps its first ``keep_rows`` rows."""
     loggers: list[Logger] = []
     for kind in dict.fromkeys(train_cfg.loggers):
         if kind == "csv":
-            loggers.append(CSVMetrics(run_dir, resume_step))
+            loggers.append(CSVMetrics(run_dir, resume_step, keep_rows))
         elif kind == "tensorboard":
             loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
         elif kind == "wandb" and train_cfg.wandb.mode != "disabled":
@@ -120,7 +142,7 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         run_id = id_file.read_text().strip()
     else:
         run_id = uuid.uuid4().hex[:8]
-        id_file.write_text(run_id)
+        atomic_write(id_file, run_id)
     return WandbLogger(
         name=run_name,
         project=wcfg.project,

@@ -21,6 +21,7 @@ SCHEDULES = ("constant", "warmup_rsqrt")
 LOGGERS = ("csv", "tensorboard", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
+NONFINITE = ("stop", "skip")
 SAMPLING = ("auto", "loader", "device")
 
 
@@ -63,6 +64,9 @@ class TrainConfig:
     loggers: list[str] = dataclasses.field(default_factory=lambda: ["csv"])
     wandb: WandbConfig = dataclasses.field(default_factory=WandbConfig)
     progress_bar: bool = True
+    # A NaN/Inf loss or gradient: stop (error naming the step; checkpoints keep the last good
+    # state) or skip (no update for that step, counted in train/skipped_steps).
+    nonfinite: str = "stop"
 
     def check(self) -> None:
         if self.steps < 1:
@@ -92,6 +96,8 @@ class TrainConfig:
         bad = [x for x in self.loggers if x not in LOGGERS]
         if bad:
             raise ICLError(f"train.loggers: got {bad}; allowed: any of {', '.join(LOGGERS)}")
+        if self.nonfinite not in NONFINITE:
+            raise ICLError(f"train.nonfinite: got {self.nonfinite!r}; allowed: {', '.join(NONFINITE)}")
         if self.sampling not in SAMPLING:
             raise ICLError(f"train.sampling: got {self.sampling!r}; allowed: {', '.join(SAMPLING)}")
         if self.wandb.mode not in WANDB_MODES:
@@ -137,6 +143,16 @@ class StepStream(IterableDataset):
             step += nw
 
 
+class NonFiniteError(ICLError):
+    """Training met a NaN/Inf loss or gradient with train.nonfinite=stop."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(
+            f"train: non-finite loss or gradient at step {step}; training stopped and checkpoints/ keeps the last "
+            "good state (lower train.lr or set train.grad_clip, or resume with train.nonfinite=skip)"
+        )
+
+
 class ICLModule(L.LightningModule):
     """Training of an ICLTransformer on a Sampler's stream. ``config`` is the resolved config
     as a plain dict; it is stored in every checkpoint (``icl_config``)."""
@@ -154,6 +170,8 @@ class ICLModule(L.LightningModule):
         self.sampler = Sampler(cfg.data, cfg.seed)
         # A function, not a module attribute, so the checkpoint's state_dict keys stay unchanged.
         self.train_forward = torch.compile(self.model.forward) if cfg.train.compile else self.model.__call__
+        self.skipped_steps = 0  # steps whose update train.nonfinite=skip dropped
+        self._first_bad: torch.Tensor | None = None  # on accelerators: first non-finite step, or -1
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return self.model(xs, ys)
@@ -163,15 +181,68 @@ class ICLModule(L.LightningModule):
         preds = self.train_forward(xs, ys)
         per_position = ((preds.float() - ys.float()) ** 2).mean(dim=0)
         loss = per_position.mean()
-        tcfg = self.cfg.train
-        if (self.global_step + 1) % tcfg.log_every == 0:  # the steps Lightning writes to loggers
-            dims, points = self.sampler.curriculum.at(self.global_step)
-            self.log_dict({"curriculum/dims": float(dims), "curriculum/points": float(points)}, prog_bar=True)
-            # Under DDP each rank holds a slice of the batch: sync_dist averages the slices (an
-            # on-device all-reduce; a no-op in a single process), so logs describe the global batch.
-            self.log_dict({f"train/loss@{k}": v for k, v in enumerate(per_position.detach())}, sync_dist=True)
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self._losses = torch.cat([loss.detach()[None], per_position.detach()])  # checked and logged below
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Runs after backward, before the update and before this step's checkpoint: the
+        non-finite guard, then the metrics row of this step."""
+        self._guard_nonfinite()
+        if (self.global_step + 1) % self.cfg.train.log_every == 0:
+            self._log_row()
+
+    def _guard_nonfinite(self) -> None:
+        finite = torch.isfinite(self._losses[0])
+        if self.cfg.train.precision != "16-mixed":  # fp16 overflows are the GradScaler's: it skips them itself
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            if grads:  # max |g| per tensor: exact and cannot overflow, unlike a norm
+                finite &= torch.isfinite(torch.stack(torch._foreach_norm(grads, float("inf")))).all()
+        # Under DDP the gradients are already all-reduced, so every rank reaches the same verdict.
+        if self.cfg.train.nonfinite == "skip":
+            # Deciding before the update needs the flag on the host: one sync per step on an
+            # accelerator, the price of the opt-in skip. Without gradients Adam leaves parameters
+            # and moments untouched; the schedule and the data stream still advance.
+            if not finite:
+                for p in self.parameters():
+                    p.grad = None
+                self.skipped_steps += 1
+        elif self._check_on_host():  # stop before the update
+            if not finite:
+                raise NonFiniteError(self.global_step)
+        else:
+            # No per-step host sync: remember the first bad step on the device and read it at log
+            # steps and before every checkpoint save, so no checkpoint ever holds a state after it.
+            if self._first_bad is None:
+                self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+            self._first_bad = torch.where(finite | (self._first_bad >= 0), self._first_bad, self.global_step)
+            if (self.global_step + 1) % self.cfg.train.log_every == 0:
+                self._raise_if_nonfinite()
+
+    def _check_on_host(self) -> bool:
+        """Read the non-finite flag every step? Free on CPU; a sync on accelerators."""
+        return self.device.type == "cpu"
+
+    def _raise_if_nonfinite(self) -> None:
+        if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
+            raise NonFiniteError(step)
+
+    def _log_row(self) -> None:
+        # Written here, not through self.log: Lightning hands self.log values to the loggers only
+        # after on_train_batch_end, i.e. after this step's checkpoint, and a kill in between would
+        # lose the row on resume. Under DDP each rank holds a slice of the batch: the mean over
+        # ranks describes the global batch. One .tolist() = one host sync per logged step.
+        values = self.trainer.strategy.reduce(self._losses, reduce_op="mean").tolist()
+        dims, points = self.sampler.curriculum.at(self.global_step)
+        row = {"train/loss": values[0], **{f"train/loss@{k}": v for k, v in enumerate(values[1:])}}
+        row.update({"curriculum/dims": float(dims), "curriculum/points": float(points)})
+        if self.cfg.train.nonfinite == "skip":
+            row["train/skipped_steps"] = float(self.skipped_steps)
+        # Host tensors: Lightning reads every progress-bar value with .item() after *every* step, a
+        # device sync per step for values on an accelerator; these are already on the host.
+        shown = {"train/loss": values[0], "curriculum/dims": float(dims), "curriculum/points": float(points)}
+        self.log_dict({k: torch.tensor(v) for k, v in shown.items()}, prog_bar=True, logger=False)
+        for logger in self.loggers:
+            logger.log_metrics(row, step=self.global_step)
 
     def configure_optimizers(self):
         tcfg = self.cfg.train
@@ -216,5 +287,10 @@ class ICLModule(L.LightningModule):
         torch.set_float32_matmul_precision("high" if self.cfg.train.tf32 else "highest")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_nonfinite()  # never write a state that follows a non-finite step
         checkpoint["icl_config"] = self.config
         checkpoint["icl_format"] = 1
+        checkpoint["icl_skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = checkpoint.get("icl_skipped_steps", 0)

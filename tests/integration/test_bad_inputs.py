@@ -1,0 +1,196 @@
+"""The bad-input catalogue (docs/reliability.md): every case ends in exactly one stderr line
+naming the problem and what is allowed, exit code 2, no traceback, and leaves every file that
+existed before untouched. Most cases run in-process through ``icl.cli.main``; a few go through
+the console entry point in subprocesses."""
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from support import TINY
+
+from icl.cli import main
+from icl.config import load_config
+from icl.runs import prepare_new_run, train
+
+NEW = [*TINY, "train.steps=4", "--no-eval"]  # a valid new run, made bad by one extra argument
+
+# (id, argv, regex the one stderr line must match). Paths are relative to the fixture directory.
+CASES = [
+    # config files
+    ("config_file_missing", ["train", "missing.yaml"], r"config file not found: missing\.yaml"),
+    ("config_file_not_yaml", ["train", "bad.yaml"], r"bad\.yaml: not valid YAML"),
+    ("config_file_not_a_mapping", ["train", "list.yaml"], r"list\.yaml: top level must be a mapping"),
+    ("config_file_unknown_section", ["train", "typo.yaml"], r"typo\.yaml: unknown key 'modle'; allowed keys.*model"),
+    # overrides
+    ("override_unknown_key", ["train", "foo=1"], r"unknown key 'foo'; allowed keys here: seed, name"),
+    ("override_misspelt_key", ["train", "model.n_layers=2"], r"unknown key 'model\.n_layers'; allowed.*n_layer"),
+    ("override_wrong_type", ["train", "data.n_dims=x"], r"data\.n_dims: Value 'x'.*Integer"),
+    ("override_list_for_int", ["train", "data.n_dims=[1,2]"], r"data\.n_dims: .*could not be converted to Integer"),
+    ("override_without_key", ["train", "=3"], r"allowed form is key=value"),
+    ("unknown_function_class", ["train", "data.mixture.0.name=nope"], r"unknown function class 'nope'; allowed: "),
+    ("unknown_task_parameter", ["train", "data.mixture=[{name: sparse_linear, params: {k: 2}}]"], r"unknown param"),
+    ("sparsity_above_dims", ["train", *TINY, "data.mixture=[{name: sparse_linear, params: {nnz: 5}}]"], r"nnz.*1\.\.3"),
+    ("mixture_weights_sum", ["train", "data.mixture=[{name: dense_linear, weight: 0.5}]"], r"summing to 1"),
+    (
+        "mixture_weight_negative",
+        ["train", "data.mixture=[{name: dense_linear, weight: -1}, {name: sparse_linear, weight: 2}]"],
+        r"non-negative",
+    ),
+    ("mixture_not_a_list", ["train", "data.mixture=5"], r"data\.mixture: .*not a ListConfig"),
+    ("batch_size_zero", ["train", "data.batch_size=0"], r"data\.batch_size: got 0; allowed: an integer >= 1"),
+    ("input_covariance", ["train", "data.inputs.covariance=banana"], r"covariance: got 'banana'; allowed: isotropic"),
+    (
+        "curriculum_start_above_end",
+        ["train", "data.curriculum.dims.start=30", "data.curriculum.dims.interval=5"],
+        r"curriculum\.dims: got start=30, end=20.*allowed: 1 <= start <= end",
+    ),
+    ("heads_do_not_divide_width", ["train", "model.n_embd=30", "model.n_head=4"], r"a multiple of model\.n_head"),
+    ("prompt_longer_than_positions", ["train", "data.n_points=200"], r"at most model\.max_points \(101\)"),
+    ("dropout_out_of_range", ["train", "model.dropout=1.5"], r"model\.dropout: got 1\.5; allowed: a number in \[0, 1"),
+    ("steps_zero", ["train", "train.steps=0"], r"train\.steps: got 0; allowed: an integer >= 1"),
+    ("learning_rate_negative", ["train", "train.lr=-1"], r"train\.lr: got -1\.0; allowed: a number > 0"),
+    ("optimizer_unknown", ["train", "train.optimizer=sgd"], r"train\.optimizer: got 'sgd'; allowed: adam, adamw"),
+    ("schedule_unknown", ["train", "train.schedule=cosine"], r"allowed: constant, warmup_rsqrt"),
+    ("rsqrt_without_warmup", ["train", "train.schedule=warmup_rsqrt"], r"train\.warmup_steps: got 0; allowed: .*>= 1"),
+    ("precision_unknown", ["train", "train.precision=8bit"], r"train\.precision: got '8bit'; allowed: 32-true"),
+    ("logger_unknown", ["train", "train.loggers=[mlflow]"], r"train\.loggers: got \['mlflow'\]; allowed: any of csv"),
+    ("wandb_mode_unknown", ["train", "train.wandb.mode=cloud"], r"allowed: offline, online, disabled"),
+    ("nonfinite_policy_unknown", ["train", "train.nonfinite=ignore"], r"train\.nonfinite: got 'ignore'; allowed: stop"),
+    ("run_name_with_slash", ["train", "name=a/b"], r"name: got 'a/b'; allowed: letters, digits"),
+    ("config_eval_prompts_zero", ["train", "eval.n_prompts=0"], r"eval\.n_prompts: got 0; allowed: an integer >= 1"),
+    (
+        "config_eval_baseline_unknown",
+        ["train", "eval.baselines=[nope]"],
+        r"eval\.baselines: unknown baseline 'nope'; allowed",
+    ),
+    ("eval_every_negative", ["train", "eval.every=-1"], r"eval\.every: got -1; allowed: an integer >= 0"),
+    (
+        "periodic_scenario_unknown",
+        ["train", "eval.every=10", "eval.periodic_suite=bogus"],
+        r"eval\.periodic_suite: unknown suite or scenario 'bogus'; allowed suites: in_distribution",
+    ),
+    ("accelerator_unknown", ["train", *NEW, "train.accelerator=bogus", "--run-dir", "new"], r"invalid accelerator"),
+    ("devices_not_a_count", ["train", *NEW, "train.devices=abc", "--run-dir", "new"], r"train\.devices='abc'.*int"),
+    ("strategy_unknown", ["train", *NEW, "train.strategy=foo", "--run-dir", "new"], r"invalid strategy name"),
+    (
+        "strategy_spawned_workers",
+        ["train", *NEW, "train.devices=2", "train.strategy=ddp_spawn", "--run-dir", "new"],
+        r"train\.strategy: got 'ddp_spawn'; allowed: auto or ddp",
+    ),
+    # CLI arguments
+    ("no_subcommand", [], r"required: command"),
+    ("subcommand_unknown", ["fly"], r"invalid choice: 'fly' \(choose from 'train', 'eval'"),
+    ("option_unknown", ["train", "--frobnicate"], r"'--frobnicate': allowed: a YAML config file"),
+    ("positional_not_yaml", ["train", "bogus"], r"'bogus': allowed: a YAML config file \(\*\.yaml\) or a key=value"),
+    ("run_dir_exists", ["train", *NEW, "--run-dir", "run"], r"run directory run exists; use --resume run"),
+    ("run_dir_below_a_file", ["train", *NEW, "--run-dir", "afile/run"], r"afile/run is not writable"),
+    ("run_dir_is_a_file", ["train", *NEW, "--run-dir", "afile"], r"run directory afile is a file"),
+    ("resume_not_a_run", ["train", "--resume", "nowhere"], r"--resume nowhere: not a run directory"),
+    ("resume_with_config_file", ["train", "--resume", "run", "x.yaml"], r"--resume takes the run's own config\.yaml"),
+    ("resume_finished_run", ["train", "--resume", "run"], r"already trained 4 steps; raise train\.steps \(now 4\)"),
+    (
+        "resume_changed_model",
+        ["train", "--resume", "run", "train.steps=8", "model.n_embd=32"],
+        r"model\.n_embd 16 -> 32 differs from the checkpoint; allowed to change on resume: train\.\*",
+    ),
+    (
+        "resume_changed_data",
+        ["train", "--resume", "run", "train.steps=8", "data.mixture=[{name: sparse_linear}]"],
+        r"data\.mixture .* differs from the checkpoint",
+    ),
+    (
+        "resume_corrupted_last_ckpt",
+        ["train", "--resume", "corrupt_run", "train.steps=8"],
+        r"last\.ckpt: not a readable checkpoint.*; move it away to resume from step=0000003\.ckpt",
+    ),
+    ("resume_before_first_checkpoint", ["train", "--resume", "empty_run", "train.steps=8"], r"no checkpoint in"),
+    # checkpoint files and `icl eval` arguments
+    ("eval_checkpoint_missing", ["eval", "nowhere.ckpt"], r"checkpoint not found: nowhere\.ckpt \(give a \.ckpt"),
+    ("eval_directory_without_checkpoint", ["eval", "empty_run"], r"checkpoint not found: empty_run/checkpoints/last"),
+    ("eval_checkpoint_garbage", ["eval", "garbage.ckpt"], r"garbage\.ckpt: not a readable checkpoint"),
+    ("eval_checkpoint_truncated", ["eval", "truncated.ckpt"], r"truncated\.ckpt: not a readable checkpoint"),
+    ("eval_checkpoint_foreign", ["eval", "foreign.ckpt"], r"foreign\.ckpt: not an icl checkpoint"),
+    ("eval_checkpoint_mismatched", ["eval", "mismatched.ckpt"], r"mismatched\.ckpt: weights do not match its config"),
+    ("eval_suite_unknown", ["eval", "run", "--suite", "bogus"], r"unknown suite or scenario 'bogus'; allowed suites"),
+    ("eval_scenario_impossible", ["eval", "run", "--suite", "length"], r"longer_prompts: .*allowed only for models"),
+    ("eval_baseline_unknown", ["eval", "run", "--baselines", "nope"], r"unknown baseline 'nope'; allowed: "),
+    ("eval_checkpoint_baseline_empty", ["eval", "run", "--baselines", "checkpoint:"], r"checkpoint:PATH"),
+    ("eval_prompts_zero", ["eval", "run", "--n-prompts", "0"], r"--n-prompts: got 0; allowed: an integer >= 1"),
+    ("eval_prompts_not_int", ["eval", "run", "--n-prompts", "abc"], r"--n-prompts: invalid int value: 'abc'"),
+    ("eval_convention_unknown", ["eval", "run", "--convention", "l1"], r"--convention: got 'l1'; allowed: mse"),
+    ("eval_device_unknown", ["eval", "run", "--device", "gpu0"], r"--device: got 'gpu0', not a torch device type"),
+    ("eval_device_absent", ["eval", "run", "--device", "cuda:99"], r"--device: got 'cuda:99' .*allowed: cpu"),
+    ("eval_out_is_a_file", ["eval", "run", "--out", "afile"], r"--out afile: is a file; allowed: a directory"),
+    ("eval_extra_argument", ["eval", "run", "extra"], r"unrecognized arguments: extra"),
+]
+SUBPROCESS = ["subcommand_unknown", "config_file_missing", "eval_checkpoint_truncated"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("bad_inputs")
+    cfg = load_config([], [*TINY, "train.steps=4", "model.max_points=6"])  # no room for longer prompts
+    run = prepare_new_run(cfg, d / "run", overwrite=False)
+    train(cfg, run, evaluate=False)
+    last = (run / "checkpoints" / "last.ckpt").read_bytes()
+    shutil.copytree(run, d / "corrupt_run")
+    (d / "corrupt_run" / "checkpoints" / "last.ckpt").write_bytes(last[: len(last) // 2])
+    shutil.copytree(run, d / "empty_run")
+    for p in (d / "empty_run" / "checkpoints").iterdir():
+        p.unlink()
+    (d / "truncated.ckpt").write_bytes(last[: len(last) // 3])
+    (d / "garbage.ckpt").write_text("not a checkpoint")
+    torch.save({"weights": torch.zeros(3)}, d / "foreign.ckpt")
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt["icl_config"]["model"]["n_embd"] = 32
+    torch.save(ckpt, d / "mismatched.ckpt")
+    (d / "bad.yaml").write_text("model: [1, 2\n")
+    (d / "list.yaml").write_text("- model\n- data\n")
+    (d / "typo.yaml").write_text("modle:\n  n_layer: 2\n")
+    (d / "afile").write_text("precious")
+    return d
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
+
+
+def check_one_line(rc: int, err: str, pattern: str) -> None:
+    assert rc == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("icl: error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("argv,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(workdir, monkeypatch, capsys, argv, pattern):
+    monkeypatch.chdir(workdir)
+    before = snapshot(workdir)
+    rc = main(list(argv))
+    check_one_line(rc, capsys.readouterr().err, pattern)
+    assert snapshot(workdir) == before  # nothing lost, changed or left behind
+
+
+def test_catalogue_size_and_unique_names():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def test_bad_inputs_through_the_console_entry_point(workdir):
+    cases = {c[0]: c for c in CASES if c[0] in SUBPROCESS}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "icl", *argv], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, (_, argv, _) in cases.items()
+    }
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        check_one_line(proc.returncode, err, cases[name][2])
