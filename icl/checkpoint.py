@@ -122,7 +122,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[IC
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
+        # torch's first line is a header ("Error(s) in loading state_dict for ...:"); the next names a tensor
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         raise ICLError(
-            f"{resolve_checkpoint(path)}: weights do not match its config: {str(e).splitlines()[0][:200]}"
+            f"{resolve_checkpoint(path)}: weights do not match its config: {lines[min(1, len(lines) - 1)][:200]}"
         ) from None
     return model.to(device).eval(), cfg
