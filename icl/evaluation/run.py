@@ -19,7 +19,7 @@ from icl.errors import ICLError
 from icl.evaluation.curves import error_curves
 from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
-from icl.fileio import atomic_write
+from icl.fileio import atomic_write, fsync_dir
 from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
@@ -120,8 +120,15 @@ def evaluate_suite(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a partial result behind
         raise
-    shutil.rmtree(out_dir, ignore_errors=True)
+    # Swap in the new results without a moment where neither set exists: a kill between the
+    # renames leaves the previous results in <out>.old and the new ones in <out>.partial.
+    previous = out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(previous)
     partial.rename(out_dir)
+    fsync_dir(out_dir.parent)
+    shutil.rmtree(previous, ignore_errors=True)
     return records
 
 
