@@ -40,9 +40,10 @@ class Run:
 
     def model(self, device: str):
         from icl.checkpoint import load_model
+        from icl.sweeps import newest_checkpoint
 
         if self._model is None:
-            self._model, _ = load_model(self.path, device)
+            self._model, _ = load_model(newest_checkpoint(self.path)[1], device)
         return self._model
 
     @property

@@ -215,20 +215,32 @@ def parse_point(sweep: Sweep, overrides: list[str]) -> Point:
     return Point(sweep.run_name(values), {k: values[k] for k in sweep.parameters})
 
 
-def run_state(run_dir: Path, steps: int) -> str:
-    """absent | empty (no checkpoint yet) | partial | trained (no final evaluation) | done."""
+def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(global step, path) of the run's most advanced checkpoint: last.ckpt, or a periodic
+    step=N.ckpt written just before a kill that came before last.ckpt was replaced."""
     from icl.checkpoint import read_checkpoint
 
+    found = []
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        try:
+            found.append((int(read_checkpoint(last)["global_step"]), last))
+        except ICLError:
+            pass  # unreadable: the periodic files below, or `icl train --resume`, decide
+    for path in (run_dir / "checkpoints").glob("step=*.ckpt"):
+        if re.fullmatch(r"step=\d+\.ckpt", path.name):
+            found.append((int(path.stem.split("=")[1]), path))
+    return max(found, key=lambda f: f[0]) if found else None  # on a tie, last.ckpt (listed first)
+
+
+def run_state(run_dir: Path, steps: int) -> str:
+    """absent | empty (no checkpoint yet) | partial | trained (no final evaluation) | done."""
     if not (run_dir / "config.yaml").is_file():
         return "absent" if not run_dir.exists() or not any(run_dir.iterdir()) else "empty"
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not last.is_file():
-        return "partial" if any((run_dir / "checkpoints").glob("*.ckpt")) else "empty"
-    try:
-        step = int(read_checkpoint(last)["global_step"])
-    except ICLError:
-        return "partial"  # `icl train --resume` falls back to the newest readable checkpoint or says why not
-    if step < steps:
+    newest = newest_checkpoint(run_dir)
+    if newest is None:
+        return "empty"
+    if newest[0] < steps:
         return "partial"
     return "done" if (run_dir / "eval" / "in_distribution" / "summary.md").is_file() else "trained"
 
@@ -266,7 +278,7 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
         from icl.checkpoint import load_model
         from icl.evaluation.run import evaluate_suite
 
-        model, _ = load_model(run_dir)
+        model, _ = load_model(newest_checkpoint(run_dir)[1])
         evaluate_suite(model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
         return "evaluated"
     runs.train(cfg, run_dir, resume=state == "partial")

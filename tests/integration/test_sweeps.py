@@ -2,6 +2,7 @@
 by W&B's own code) trains the same point as a local run, bad sweep files are refused in one
 line, and a killed local sweep continues without redoing finished points."""
 
+import csv
 import json
 import os
 import signal
@@ -204,3 +205,43 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     from icl.checkpoint import read_checkpoint
 
     assert read_checkpoint(long)["global_step"] == 200
+
+
+def test_run_states_follow_the_most_advanced_checkpoint(tmp_path):
+    import shutil
+
+    from icl.config import load_config
+    from icl.runs import prepare_new_run, train
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(TINY_BASE))
+    run_dir = tmp_path / "run"
+    assert sweeps.run_state(run_dir, 6) == "absent"
+    cfg = load_config([base], ["train.steps=6"])
+    prepare_new_run(cfg, run_dir, overwrite=False)
+    assert sweeps.run_state(run_dir, 6) == "empty"  # config, no checkpoint: start again
+    train(cfg, run_dir, evaluate=False)
+    ckpts = run_dir / "checkpoints"
+    assert sweeps.newest_checkpoint(run_dir) == (6, ckpts / "last.ckpt")
+    assert sweeps.run_state(run_dir, 6) == "trained" and sweeps.run_state(run_dir, 7) == "partial"
+    # Killed after the final periodic checkpoint but before last.ckpt was replaced.
+    shutil.copy(ckpts / "last.ckpt", ckpts / "step=0000006.ckpt")
+    shutil.copy(ckpts / "step=0000005.ckpt", ckpts / "last.ckpt")
+    assert sweeps.newest_checkpoint(run_dir) == (6, ckpts / "step=0000006.ckpt")
+    assert sweeps.run_state(run_dir, 6) == "trained"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "repro").glob("*.yaml")), ids=lambda p: p.stem)
+def test_repro_configs_train_a_few_steps(path, tmp_path):
+    from icl.checkpoint import read_checkpoint
+    from icl.config import load_config
+    from icl.runs import prepare_new_run, train
+
+    cfg = load_config([path], ["train.steps=3", "train.progress_bar=false", "train.log_every=1", "eval.every=0"])
+    assert cfg.eval.n_prompts >= 1000 and cfg.train.steps == 3
+    assert sum(c.weight for c in cfg.data.mixture) == pytest.approx(1)
+    run_dir = prepare_new_run(cfg, tmp_path / path.stem, overwrite=False)
+    train(cfg, run_dir, evaluate=False)
+    assert read_checkpoint(run_dir)["global_step"] == 3
+    losses = [float(r["train/loss"]) for r in csv.DictReader((run_dir / "metrics.csv").open())]
+    assert len(losses) == 3 and all(0 < v < 100 for v in losses)
