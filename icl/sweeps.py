@@ -13,9 +13,11 @@ a finished point is skipped, an interrupted one resumed from its last checkpoint
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -64,8 +66,6 @@ class Sweep:
         parts = [f"{key.split('.')[-1]}-{_slug(values[key])}" for key, vals in self.parameters.items() if len(vals) > 1]
         name = "__".join(parts) or "run"
         if len(name) > MAX_NAME:
-            import hashlib
-
             digest = hashlib.sha1(repr(sorted(values.items())).encode()).hexdigest()[:8]
             name = f"{name[: MAX_NAME - 9]}.{digest}"
         return name
@@ -81,9 +81,9 @@ class Sweep:
     def sweep_dir(self, cfg: Config) -> Path:
         return Path(cfg.out_dir) / self.name
 
-    def config(self, point: Point, extra: list[str] = ()) -> Config:
+    def config(self, point: Point) -> Config:
         try:
-            return load_config(self.base, [*point.overrides, f"name={point.name}", *extra])
+            return load_config(self.base, [*point.overrides, f"name={point.name}"])
         except ICLError as e:
             raise ICLError(f"{self.path}: point {point.name}: {e}") from None
 
@@ -306,7 +306,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
         state = run_state(run_dir, cfg.train.steps)
         tag = f"[{i}/{len(points)}] {point.name}"
         if dry_run:
-            print(f"{tag}: {state}\n    {' '.join(_quote(a) for a in agent_argv(sweep, point.values))}")
+            print(f"{tag}: {state}\n    {' '.join(_shell(a) for a in agent_argv(sweep, point.values))}")
         elif state == "done":
             print(f"{tag}: skipped (finished: {run_dir})", flush=True)
         else:
@@ -354,13 +354,16 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
     return 0
 
 
+def _shell(arg: str) -> str:
+    """Quote for a POSIX shell; double quotes where that reads better (Python literals)."""
+    if "'" in arg and not re.search(r'["$`\\!]', arg):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
 def _last_line(path: Path) -> str:
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "(empty log)"
-
-
-def _quote(arg: str) -> str:
-    return f"'{arg}'" if re.search(r"[\s'\"\[\]{}$]", arg) else arg
 
 
 def register(sweep: Sweep, project: str | None, entity: str | None) -> str:

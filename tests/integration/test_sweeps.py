@@ -245,3 +245,15 @@ def test_repro_configs_train_a_few_steps(path, tmp_path):
     assert read_checkpoint(run_dir)["global_step"] == 3
     losses = [float(r["train/loss"]) for r in csv.DictReader((run_dir / "metrics.csv").open())]
     assert len(losses) == 3 and all(0 < v < 100 for v in losses)
+
+
+def test_dry_run_lists_points_and_shell_ready_commands(in_root, capsys):
+    import shlex
+
+    assert main(["sweep", "sweeps/repro_model_size.yaml", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    sweep = sweeps.load_sweep("sweeps/repro_model_size.yaml")
+    assert len(lines) == 2 * len(sweep.points())
+    for i, point in enumerate(sweep.points()):
+        assert lines[2 * i].startswith(f"[{i + 1}/3] {point.name}: ")
+        assert shlex.split(lines[2 * i + 1]) == sweeps.agent_argv(sweep, point.values)
