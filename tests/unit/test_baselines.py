@@ -4,6 +4,7 @@ reference solvers (numpy lstsq, scikit-learn Lasso) on every prefix, and the reg
 import math
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -322,6 +323,7 @@ def test_checkpoint_from_path_loads_lazily(monkeypatch):
     model = tiny_model(4)
     fake = types.ModuleType("icl.checkpoint")
     fake.load_model = lambda path: (model, {"path": str(path)})
+    fake.resolve_checkpoint = Path
     monkeypatch.setitem(sys.modules, "icl.checkpoint", fake)
-    pred = build_baseline("checkpoint", path="runs/dense/last.ckpt")
-    assert pred.model is model and pred.label == "checkpoint(last.ckpt)"
+    pred = build_baseline("checkpoint", path="runs/dense/checkpoints/last.ckpt")
+    assert pred.model is model and pred.label == "checkpoint(dense)"
