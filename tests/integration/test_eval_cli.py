@@ -1,5 +1,5 @@
-"""`icl eval` end to end, periodic evaluation, and clear refusals of bad checkpoints,
-suites and baselines (no partial results left behind)."""
+"""`icl eval` end to end, periodic evaluation, checkpoints as baselines and 1-D prediction
+sweeps (bad input: tests/integration/test_bad_inputs.py)."""
 
 import csv
 import json
@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from support import TINY
 
 from icl.checkpoint import load_model
@@ -122,42 +121,3 @@ def test_one_dimensional_runs_get_prediction_sweeps(tmp_path):
     assert res.returncode == 0, res.stderr
     out = path / "eval" / "frequency_sweep"
     assert (out / "frequency.w_0.5.sweep.png").is_file() and (out / "table.frequency.csv").is_file()
-
-
-@pytest.mark.parametrize(
-    "make,args,match",
-    [
-        (None, ["nowhere"], "checkpoint not found"),
-        ("truncated", [], "not a readable checkpoint"),
-        ("foreign", [], "not an icl checkpoint"),
-        ("ok", ["--suite", "nope"], "unknown suite or scenario 'nope'"),
-        ("ok", ["--baselines", "least_squares,oracle"], "unknown baseline 'oracle'"),
-        ("ok", ["--baselines", "checkpoint:nowhere"], "checkpoint not found"),
-        ("ok", ["--convention", "mae"], "mse, mse_over_d"),
-        ("ok", ["--n-prompts", "0"], "n-prompts"),
-        ("ok", ["--n-prompts", "many"], "invalid int value"),
-        ("short", ["--suite", "length"], "not longer than the training prompts"),
-    ],
-)
-def test_bad_eval_input_is_one_line_and_leaves_no_results(run_dir, tmp_path, make, args, match):
-    target = None
-    if make == "ok":
-        target = str(run_dir)
-    elif make == "truncated":
-        data = (run_dir / "checkpoints" / "last.ckpt").read_bytes()
-        (tmp_path / "t.ckpt").write_bytes(data[: len(data) // 2])
-        target = str(tmp_path / "t.ckpt")
-    elif make == "foreign":
-        torch.save({"weights": torch.zeros(2)}, tmp_path / "f.ckpt")
-        target = str(tmp_path / "f.ckpt")
-    elif make == "short":
-        cfg = load_config([], [*TINY, "train.steps=1", "model.max_points=6"])
-        path = prepare_new_run(cfg, tmp_path / "short", overwrite=False)
-        train(cfg, path, evaluate=False)
-        target = str(path)
-    argv = ["eval", *([target] if target else []), *args]
-    res = icl(*argv, "--out", str(tmp_path / "out"), cwd=tmp_path)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
-    assert match in lines[0]
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

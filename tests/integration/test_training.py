@@ -1,5 +1,5 @@
 """Training end to end on CPU: checkpoints reload to identical predictions, resume equals a
-continuous run, the CLI smoke run, and clear errors for bad runs."""
+continuous run, the CLI smoke run (bad input: tests/integration/test_bad_inputs.py)."""
 
 import subprocess
 import sys
@@ -90,26 +90,3 @@ def test_cli_train_smoke_with_evaluation(tmp_path):
     for f in ("summary.md", "in_dist.dense_linear.json", "in_dist.dense_linear.png"):
         assert (run_dir / "eval" / "in_distribution" / f).is_file()
     assert "in_dist.dense_linear (MSE)" in out.stdout
-
-
-@pytest.mark.parametrize(
-    "args,match",
-    [
-        (["train", "missing.yaml"], "config file not found: missing.yaml"),
-        (["train", "data.mixture.0.name=nope"], "unknown function class 'nope'"),
-        (["train", "data.n_dims=x"], "data.n_dims"),
-        (["train", "bogus"], "allowed: a YAML config file"),
-        (["train", "--resume", "nowhere"], "not a run directory"),
-        (["train", "--frobnicate"], "allowed: a YAML config file"),
-        (["fly"], "invalid choice"),
-    ],
-)
-def test_cli_bad_input_is_one_line_without_traceback(tmp_path, args, match):
-    out = cli(*args, cwd=tmp_path)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    assert lines[0].startswith("icl: error:")
-    import re
-
-    assert re.search(match, lines[0]), lines[0]
