@@ -383,6 +383,23 @@ def _fmt_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown_table(result: dict[str, Any]) -> str:
+    """The throughput table as Markdown (for the README and docs/performance.md)."""
+    lines = [
+        "| case | side | ms/step | samples/s | GFLOP/s | of matmul rate | vs reference | peak MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rec in result["cases"]:
+        for name, t in rec["sides"].items():
+            mem = (rec.get("peak_memory_mib") or {}).get(name)
+            sp = t.get("speedup_vs_reference")
+            lines.append(
+                f"| {rec['case']} | {name} | {t['ms_per_step']:.0f} | {t['samples_per_s']:.0f} | {t['gflops']:.1f} | "
+                f"{t['of_matmul']:.2f} | {f'{sp:.2f}x' if sp else '-'} | {f'{mem:.0f}' if mem is not None else '-'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def environment() -> dict[str, Any]:
     return {
         "torch": torch.__version__,
@@ -472,4 +489,5 @@ def run(args) -> dict[str, Any]:
 def _write(out_dir: Path, result: dict[str, Any]) -> Path:
     path = out_dir / "bench.json"
     path.write_text(json.dumps(result, indent=2))
+    (out_dir / "bench.md").write_text(markdown_table(result))
     return path
