@@ -134,7 +134,8 @@ class Side:
 
 def our_side(cfg: Config, name: str = "ours", autocast: torch.dtype | None = None) -> Side:
     module = ICLModule(to_dict(cfg))
-    opt = module.configure_optimizers()["optimizer"]
+    optim = module.configure_optimizers()
+    opt, sched = optim["optimizer"], optim["lr_scheduler"]["scheduler"]
 
     def step(xs: Tensor, ys: Tensor) -> Tensor:
         with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
@@ -143,6 +144,7 @@ def our_side(cfg: Config, name: str = "ours", autocast: torch.dtype | None = Non
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()  # per step, as Lightning does with interval "step"
         return loss.detach()
 
     return Side(name, step, module.model.num_params())
