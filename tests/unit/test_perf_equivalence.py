@@ -116,3 +116,27 @@ def test_device_sampling_trains_to_the_same_weights(tmp_path):
 def test_bad_sampling_mode_is_refused():
     with pytest.raises(ICLError, match="train.sampling.*auto, loader, device"):
         load_config([], ["train.sampling=gpu"])
+
+
+def test_bench_cli_writes_the_table_and_json(tmp_path, capsys):
+    import json
+
+    from icl.cli import main
+
+    args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]
+    flags = ["--no-reference", "--no-compile", "--no-memory", "--no-loop", "--no-eval", "--no-bf16"]
+    assert main([*args, *flags, "--out", str(tmp_path)]) == 0
+    assert "tiny@curriculum_start" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "bench.json").read_text())["cases"][0]
+    ours = rec["sides"]["ours"]
+    assert ours["ms_per_step"] > 0 and 0 < rec["sampling_fraction"] < 1
+    # 3 layers, E = 64, T = 22, d = 5, N = 11: 3 x forward x batch
+    forward = 2 * 22 * 5 * 64 + 3 * (24 * 22 * 64 * 64 + 4 * 22 * 22 * 64) + 2 * 11 * 64
+    assert rec["flops_per_step"] == 3 * forward * 64
+
+
+def test_bench_cli_refuses_an_unknown_preset(capsys):
+    from icl.cli import main
+
+    assert main(["bench", "--presets", "huge"]) == 2
+    assert "allowed: tiny, small, standard" in capsys.readouterr().err
