@@ -182,11 +182,11 @@ def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: l
     return write_curves(result, out, cls.name, f"{run.label}: {cls.title}")
 
 
-def suite_records(run: Run, suite: str, n_prompts: int, device: str) -> dict[str, dict[str, Any]]:
-    """The run's eval/<suite> records, running the suite first if the run lacks it."""
+def suite_records(run: Run, suite: str, n_prompts: int, device: str, baselines: list[str]) -> dict[str, dict[str, Any]]:
+    """The run's eval/<suite> records, running the suite (with ``baselines``) if the run lacks it."""
     out = run.path / "eval" / suite
     if not (out / "summary.md").is_file():
-        evaluate_suite(run.model(device), run.cfg, suite, out, n_prompts=n_prompts)
+        evaluate_suite(run.model(device), run.cfg, suite, out, baselines=baselines, n_prompts=n_prompts)
     return {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
 
 
@@ -300,7 +300,10 @@ def training_section(runs: list[Run], out: Path) -> str:
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over positions)")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if ax.get_lines():
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no train/loss rows in metrics.csv", ha="center", transform=ax.transAxes)
     ax.set_title("Training loss (metrics.csv)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "training.png")
@@ -484,7 +487,7 @@ def fig3_section(runs, suites, k: int, n_prompts: int, device: str, out: Path) -
         col = {1.0: "dense", 0.0: "sparse", 0.5: "mixture"}.get(paper_run(run.cfg)[1]) if _paper_scale(run, k) else None
         if col:  # the paper plots MSE / d: times d = 20 gives raw MSE
             paper = [20 * _table(PAPER_FIG3A)[col][s] for s in nnzs]
-            ax1.plot(nnzs, paper, "x", color=color, ms=4)
+            ax1.plot(nnzs, paper, "x", color=color, ms=4, label=f"paper 1 (x 20): {run.label}")
             header.append(f"paper x 20: {run.label}")
             cols.append(paper)
     first = suites[runs[0].path.name]
@@ -551,8 +554,8 @@ def distance_rows(runs, nnzs: list[int], k: int, n_prompts: int, device: str, ax
         ax.plot(nnzs, norm["dense"], "o-", color=color, ms=3, label=f"{run.label} vs dense specialist")
         ax.plot(nnzs, norm["sparse"], "s--", color=color, ms=3, label=f"{run.label} vs sparse specialist")
         if paper:
-            ax.plot(nnzs, [paper["dense"][s] for s in nnzs], "x", color=color, ms=4)
-            ax.plot(nnzs, [paper["sparse"][s] for s in nnzs], "+", color=color, ms=5)
+            ax.plot(nnzs, [paper["dense"][s] for s in nnzs], "x", color=color, ms=4, label="paper 1 vs dense")
+            ax.plot(nnzs, [paper["sparse"][s] for s in nnzs], "+", color=color, ms=5, label="paper 1 vs sparse")
     ax.set_xlabel("non-zero coefficients (nnz)")
     ax.set_ylabel("MSD / MSD(dense, sparse specialists)")
     ax.set_title(f"Fig. 3b: prediction distance at k = {k}", fontsize=9)
@@ -659,10 +662,14 @@ def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None
         ]
         trained = {c.name for r in runs for c in r.cfg.data.mixture}
         if "sparse_linear" in trained and d >= 2:
-            suites = {r.path.name: suite_records(r, "paper1_dense_sparse", n_prompts, device) for r in runs}
+            # Least squares only: exact Bayes on sparse data averages over C(d, nnz) supports, hours
+            # on a CPU at d = 20 (run `icl eval` with more baselines first: the report reuses it).
+            suites = {
+                r.path.name: suite_records(r, "paper1_dense_sparse", n_prompts, device, ["least_squares"]) for r in runs
+            }
             parts.append(fig3_section(runs, suites, k, n_prompts, device, partial))
         if "sinusoid" in trained and d == 1:
-            suites = {r.path.name: suite_records(r, "paper1_sinusoid", n_prompts, device) for r in runs}
+            suites = {r.path.name: suite_records(r, "paper1_sinusoid", n_prompts, device, REFERENCES) for r in runs}
             parts.append(sinusoid_section(runs, suites, k, partial))
         if notes:
             parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes))

@@ -169,21 +169,23 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
         "name": "resume",
         "program": "icl",
         "method": "grid",
-        "parameters": {"train.steps": {"values": [6, 200]}},
+        "parameters": {"train.steps": {"values": [6, 7, 300]}},
         "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
     }
     Path("s.yaml").write_text(yaml.safe_dump(spec))
-    short, long = Path("runs/resume/steps-6"), Path("runs/resume/steps-200")
+    short, long = [Path("runs/resume/steps-6"), Path("runs/resume/steps-7")], Path("runs/resume/steps-300")
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "icl", "sweep", "s.yaml", "--workers", "2"], env=env, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 300
-        # Kill the whole sweep (parent and workers, as a scheduler would) once the short point is
-        # finished and the long one has written a checkpoint but not finished.
+        # Two workers train the short points, then one starts the long point (it needs a free
+        # worker). Kill the whole sweep (parent and workers, as a scheduler would) once the long
+        # point has written a checkpoint but not finished.
         while time.monotonic() < deadline and proc.poll() is None:
-            if sweeps.run_state(short, 6) == "done" and list((long / "checkpoints").glob("step=*.ckpt")):
+            done = [sweeps.run_state(d, n) == "done" for d, n in zip(short, (6, 7), strict=True)]
+            if all(done) and list((long / "checkpoints").glob("step=*.ckpt")):
                 break
             time.sleep(0.02)
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
@@ -192,19 +194,20 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert sweeps.run_state(long, 200) == "partial"
-    stamp = (short / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert sweeps.run_state(long, 300) == "partial"
+    stamps = [(d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in short]
     capsys.readouterr()
-    assert main(["sweep", "s.yaml"]) == 0  # the same command again
+    assert main(["sweep", "s.yaml", "--workers", "2"]) == 0  # the same command again
     out = capsys.readouterr().out
-    assert "[1/2] steps-6: skipped (finished" in out and "[2/2] steps-200: started" in out
-    assert (short / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stamp  # not retrained
-    assert sweeps.run_state(long, 200) == "done"
-    log = Path("runs/resume/logs/steps-200.log").read_text()
-    assert "resume/steps-200: partial" in log and "resume: resumed" in log
+    assert "[1/3] steps-6: skipped (finished" in out and "[2/3] steps-7: skipped (finished" in out
+    assert "[3/3] steps-300: started" in out
+    assert [(d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in short] == stamps  # not retrained
+    assert sweeps.run_state(long, 300) == "done"
+    log = Path("runs/resume/logs/steps-300.log").read_text()
+    assert "resume/steps-300: partial" in log and "resume: resumed" in log
     from icl.checkpoint import read_checkpoint
 
-    assert read_checkpoint(long)["global_step"] == 200
+    assert read_checkpoint(long)["global_step"] == 300
 
 
 def test_run_states_follow_the_most_advanced_checkpoint(tmp_path):
