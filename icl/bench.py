@@ -347,20 +347,24 @@ def bf16_report(args) -> dict[str, Any]:
     fp32, bf16 = our_side(cfg, "fp32"), our_side(cfg, "bf16_autocast", torch.bfloat16)
     timing = time_sides([fp32, bf16], batches(cfg, 4), args.repeats, args.target_s)
     timing.pop("_matmul_gflops")
-    losses = {}
+    traces = {}
     stream = StepStream(Sampler(cfg.data, cfg.seed), 0)
     for dtype in (None, torch.bfloat16):
         side = our_side(cfg, "run", dtype)
-        trace = [side.step(*stream.batch(s)[1:]) for s in range(args.bf16_steps)]
-        tail = torch.stack(trace[-50:]).mean().item()
-        losses["bf16_autocast" if dtype else "fp32"] = tail
+        traces["bf16_autocast" if dtype else "fp32"] = torch.stack(
+            [side.step(*stream.batch(s)[1:]) for s in range(args.bf16_steps)]
+        )
+    rel = (traces["bf16_autocast"] - traces["fp32"]).abs() / traces["fp32"]
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return {
         "cpu_has_avx512_bf16": "avx512_bf16" in cpu_flags,
         "cpu_has_amx_bf16": "amx_bf16" in cpu_flags,
         "ms_per_step": {k: v["ms_per_step"] for k, v in timing.items()},
         "steps": args.bf16_steps,
-        "loss_last_50_steps": losses,
+        "loss_last_50_steps": {k: t[-50:].mean().item() for k, t in traces.items()},
+        "loss_first_10_steps": {k: t[:10].mean().item() for k, t in traces.items()},
+        "step_loss_rel_diff_mean": rel.mean().item(),
+        "step_loss_rel_diff_max": rel.max().item(),
     }
 
 
@@ -479,8 +483,11 @@ def run(args) -> dict[str, Any]:
         print(
             f"bf16 autocast (CPU avx512_bf16: {b['cpu_has_avx512_bf16']}): "
             f"{b['ms_per_step']['bf16_autocast']:.1f} ms/step vs fp32 {b['ms_per_step']['fp32']:.1f}; "
-            f"loss over the last 50 of {b['steps']} steps: bf16 {b['loss_last_50_steps']['bf16_autocast']:.4f}, "
-            f"fp32 {b['loss_last_50_steps']['fp32']:.4f}"
+            f"loss over the first 10 / last 50 of {b['steps']} steps: bf16 "
+            f"{b['loss_first_10_steps']['bf16_autocast']:.5f} / {b['loss_last_50_steps']['bf16_autocast']:.5f}, "
+            f"fp32 {b['loss_first_10_steps']['fp32']:.5f} / {b['loss_last_50_steps']['fp32']:.5f}; "
+            f"per-step |bf16 - fp32| / fp32: mean {b['step_loss_rel_diff_mean']:.1e}, "
+            f"max {b['step_loss_rel_diff_max']:.1e}"
         )
     result["environment"]["load_avg_after"] = os.getloadavg()
     path = _write(out_dir, result)
