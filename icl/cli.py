@@ -1,5 +1,5 @@
 """`icl train ...`: parse arguments, load the config, call one function. Bad input ends in one
-line on stderr and exit code 2, never a traceback."""
+line on stderr and exit code 2, never a traceback; a run stopped by the non-finite guard exits 3."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl.errors import ICLError
+from icl.errors import ICLError, NonFiniteError
+
+EXIT_DIVERGED = 3  # exit codes: 2 bad input, 3 training stopped on a non-finite loss, 130 interrupted
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             args.items += extra
         return args.func(args)
+    except NonFiniteError as e:  # not bad input: the run diverged (its checkpoints are kept)
+        print(f"icl: error: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
     except ICLError as e:
         print(f"icl: error: {e}", file=sys.stderr)
         return 2

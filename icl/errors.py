@@ -1,7 +1,18 @@
-"""The one exception type for bad user input: the CLI prints its message as one line and
-exits non-zero, without a traceback."""
+"""Exceptions the CLI prints as one line, without a traceback: bad user input (exit 2) and a run
+stopped by the non-finite guard (exit 3)."""
 
 
 class ICLError(Exception):
     """A mistake in a config, CLI argument, checkpoint or scenario, with a message that names
     the problem and what is allowed."""
+
+
+class NonFiniteError(ICLError):
+    """Training met a NaN/Inf loss or gradient with train.nonfinite=stop."""
+
+    def __init__(self, step: int | None = None, message: str | None = None) -> None:
+        super().__init__(
+            message
+            or f"train: non-finite loss or gradient at step {step}; training stopped and checkpoints/ keeps the last "
+            "good state (lower train.lr or set train.grad_clip, or resume with train.nonfinite=skip)"
+        )

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from icl.checkpoint import AtomicCheckpointIO, resume_checkpoint
 from icl.config import Config, from_dict, load_config, save_config, to_dict
-from icl.errors import ICLError
+from icl.errors import ICLError, NonFiniteError
 from icl.evaluation.run import PeriodicEval, evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
 from icl.model import ICLTransformer
@@ -44,6 +44,7 @@ from icl.training import ICLModule
 
 CONFIG_FILE = "config.yaml"
 RESUME_LOG = "resume.log"
+DIVERGED_FILE = "diverged"  # written when train.nonfinite=stop stopped the run
 # What a resumed run may not change: the model's shape, the training problem and its random
 # streams. Everything else (train.*, eval.*, name, out_dir, data.num_workers) may change and is
 # recorded in resume.log.
@@ -265,7 +266,15 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
             save_config(cfg, run_dir / CONFIG_FILE)
             record_resume(run_dir, ckpt_path, resume_step, changes)
         print(f"run directory: {run_dir}", file=sys.stderr)  # after every check: bad input stays one line
-    trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    marker = run_dir / DIVERGED_FILE
+    if not secondary_rank():
+        marker.unlink(missing_ok=True)  # a resume (e.g. with train.nonfinite=skip) tries again
+    try:
+        trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except NonFiniteError as e:
+        if not secondary_rank():
+            atomic_write(marker, f"{e}\n")  # `icl sweep` does not retry a diverged point
+        raise
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if not evaluate or trainer.global_rank != 0:
         return {}

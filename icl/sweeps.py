@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from icl.config import Config, load_config
-from icl.errors import ICLError
+from icl.errors import ICLError, NonFiniteError
 from icl.fileio import atomic_write
 
 ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
@@ -234,7 +234,10 @@ def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
 
 
 def run_state(run_dir: Path, steps: int) -> str:
-    """absent | empty (no checkpoint yet) | partial | trained (no final evaluation) | done."""
+    """absent | empty (no checkpoint yet) | partial | diverged (stopped by the non-finite guard;
+    not retried) | trained (no final evaluation) | done."""
+    if (run_dir / "diverged").is_file():
+        return "diverged"
     if not (run_dir / "config.yaml").is_file():
         return "absent" if not run_dir.exists() or not any(run_dir.iterdir()) else "empty"
     newest = newest_checkpoint(run_dir)
@@ -243,6 +246,33 @@ def run_state(run_dir: Path, steps: int) -> str:
     if newest[0] < steps:
         return "partial"
     return "done" if (run_dir / "eval" / "in_distribution" / "summary.md").is_file() else "trained"
+
+
+def lock_path(run_dir: Path) -> Path:
+    return run_dir.parent / "locks" / f"{run_dir.name}.lock"  # outside the run directory, which may be replaced
+
+
+def lock_point(run_dir: Path):
+    """An exclusive lock on the point ``run_dir`` for the life of this process (released by the OS when
+    the process ends, even by SIGKILL), or None when another process holds it. POSIX only:
+    elsewhere always granted."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return object()
+    path = lock_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{socket.gethostname()} pid {os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _under_agent() -> bool:
@@ -264,10 +294,17 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
         cfg.train.wandb.project = os.environ.get("WANDB_PROJECT") or cfg.train.wandb.project
         cfg.train.wandb.entity = os.environ.get("WANDB_ENTITY") or cfg.train.wandb.entity
         cfg.train.wandb.group = cfg.train.wandb.group or sweep.name
+    lock = lock_point(run_dir)
+    if lock is None:
+        holder = lock_path(run_dir).read_text().strip()
+        raise ICLError(f"{run_dir}: being trained by another process ({holder}); allowed: one process per point")
     state = run_state(run_dir, cfg.train.steps)
     print(f"{sweep.name}/{point.name}: {state} ({run_dir})", file=sys.stderr)
     if state == "done":
         return "skipped"
+    if state == "diverged":
+        marker = run_dir / "diverged"
+        raise NonFiniteError(message=f"{marker.read_text().strip()} [not retried; delete {marker} to retry]")
     _write_manifest(sweep, run_dir.parent)
     if state in ("absent", "empty"):
         runs.prepare_new_run(cfg, run_dir, overwrite=True)
@@ -293,6 +330,15 @@ def _write_manifest(sweep: Sweep, sweep_dir: Path) -> None:
         atomic_write(target, text)
 
 
+def _free(run_dir: Path) -> bool:
+    if not lock_path(run_dir).is_file():
+        return True
+    lock = lock_point(run_dir)
+    if lock is not None and hasattr(lock, "close"):
+        lock.close()
+    return lock is not None
+
+
 def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
     """Run every grid point here, ``workers`` at a time, each as the sweep's own command in a
     child process (so a crash or kill costs at most the points in flight). Returns an exit code."""
@@ -300,7 +346,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
         raise ICLError(f"--workers: got {workers}; allowed: an integer >= 1")
     cfgs = check(sweep)
     points = sweep.points()
-    todo = []
+    todo, failed = [], []
     for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
         run_dir = sweep.sweep_dir(cfg) / point.name
         state = run_state(run_dir, cfg.train.steps)
@@ -309,15 +355,19 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
             print(f"{tag}: {state}\n    {' '.join(_shell(a) for a in agent_argv(sweep, point.values))}")
         elif state == "done":
             print(f"{tag}: skipped (finished: {run_dir})", flush=True)
+        elif not _free(run_dir):
+            print(f"{tag}: skipped (being trained by another process: {lock_path(run_dir)})", flush=True)
+        elif state == "diverged":
+            print(f"{tag}: DIVERGED earlier, not retried (delete {run_dir / 'diverged'} to retry)", flush=True)
+            failed.append(tag)
         else:
             todo.append((tag, point, run_dir))
     if dry_run or not todo:
-        return 0
+        return 1 if failed and not dry_run else 0
     _write_manifest(sweep, sweep.sweep_dir(cfgs[0]))
     env = dict(os.environ)
     # N processes share the cores; without a cap each would start one thread per core.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    failed: list[str] = []
     running: dict[subprocess.Popen, tuple[str, Path, float, Any]] = {}
     try:
         while todo or running:
@@ -340,7 +390,8 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
                     print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
                 else:
                     last = _last_line(log_path)
-                    print(f"{tag}: FAILED (exit {proc.returncode}): {last} (log: {log_path})", flush=True)
+                    what = "DIVERGED" if proc.returncode == 3 else "FAILED"  # 3: icl.cli.EXIT_DIVERGED
+                    print(f"{tag}: {what} (exit {proc.returncode}): {last} (log: {log_path})", flush=True)
                     failed.append(tag)
     except KeyboardInterrupt:
         for proc in running:
@@ -349,7 +400,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
             proc.wait()
         raise
     if failed:
-        print(f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them", file=sys.stderr)
+        print(f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them (diverged points are not retried)", file=sys.stderr)
         return 1
     return 0
 

@@ -118,7 +118,9 @@ def build_loggers(
         if kind == "csv":
             loggers.append(CSVMetrics(run_dir, resume_step, keep_rows))
         elif kind == "tensorboard":
-            loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+            tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+            tb.log_hyperparams(_flat(config))  # the resolved config, under TensorBoard's HPARAMS tab
+            loggers.append(tb)
         elif kind == "wandb" and train_cfg.wandb.mode != "disabled":
             loggers.append(_wandb_logger(train_cfg.wandb, run_dir, run_name, config))
     return loggers
@@ -129,7 +131,7 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
     if wcfg.mode == "online" and not os.environ.get("WANDB_API_KEY"):
         import wandb
 
-        if not wandb.api.api_key:
+        if not wandb.login(prompt=False, verify=False):  # looks for a stored key; never prompts
             raise ICLError(
                 "train.wandb.mode=online needs a wandb API key (WANDB_API_KEY or `wandb login`); "
                 "allowed without one: offline, disabled"
@@ -155,3 +157,16 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         resume="allow",
         config=config,
     )
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}; lists become strings (TensorBoard hparams
+    take scalars and strings only)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out

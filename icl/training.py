@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from icl.errors import ICLError
+from icl.errors import ICLError, NonFiniteError
 from icl.model import ICLTransformer
 from icl.rng import Stream, derive_seed
 from icl.sampling import Sampler
@@ -141,16 +141,6 @@ class StepStream(IterableDataset):
         while True:
             yield self.batch(step) if self.sample else step
             step += nw
-
-
-class NonFiniteError(ICLError):
-    """Training met a NaN/Inf loss or gradient with train.nonfinite=stop."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(
-            f"train: non-finite loss or gradient at step {step}; training stopped and checkpoints/ keeps the last "
-            "good state (lower train.lr or set train.grad_clip, or resume with train.nonfinite=skip)"
-        )
 
 
 class ICLModule(L.LightningModule):

@@ -24,6 +24,7 @@ from icl.errors import ICLError
 from icl.rng import Domain
 from icl.runs import RESUME_LOG, checkpoint_bytes, prepare_new_run, train
 from icl.sampling import Sampler
+from icl.sweeps import run_state
 from icl.training import ICLModule
 
 STEPS = 40
@@ -186,7 +187,7 @@ def test_nonfinite_loss_stops_with_one_line_naming_the_step_and_keeps_last_good_
 ):
     poison(monkeypatch, {9})
     rc, err = in_process(capsys, "train", *RUN, "--run-dir", str(tmp_path / "nan"))
-    assert rc == 2
+    assert rc == 3  # not 2 (bad input): the run diverged
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("icl: error: train: non-finite loss or gradient at step 9;"), err
     assert len(lines) == 2 and lines[0].startswith("run directory:") and "Traceback" not in err
@@ -197,6 +198,9 @@ def test_nonfinite_loss_stops_with_one_line_naming_the_step_and_keeps_last_good_
         assert torch.equal(last["state_dict"][k], good["state_dict"][k])
     assert [int(r["step"]) for r in rows(tmp_path / "nan")] == [1, 3, 5, 7]
     assert not (tmp_path / "nan" / "eval").exists()
+    # The marker that keeps `icl sweep` from retrying the point (a resume would diverge again).
+    assert "non-finite loss or gradient at step 9" in (tmp_path / "nan" / "diverged").read_text()
+    assert run_state(tmp_path / "nan", 40) == "diverged"
 
 
 def test_nonfinite_check_without_per_step_sync_stops_before_any_later_checkpoint(tmp_path, monkeypatch):

@@ -260,3 +260,37 @@ def test_dry_run_lists_points_and_shell_ready_commands(in_root, capsys):
     for i, point in enumerate(sweep.points()):
         assert lines[2 * i].startswith(f"[{i + 1}/3] {point.name}: ")
         assert shlex.split(lines[2 * i + 1]) == sweeps.agent_argv(sweep, point.values)
+
+
+def test_locked_and_diverged_points_are_not_trained(tmp_path, monkeypatch, capsys):
+    """A point another process is training is skipped (and its --point command refused); a
+    point the non-finite guard stopped is reported and not retried. Nothing trains here."""
+    monkeypatch.chdir(tmp_path)
+    Path("base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = {
+        "name": "guard",
+        "program": "icl",
+        "method": "grid",
+        "parameters": {"train.steps": {"values": [6, 7]}},
+        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
+    }
+    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    busy, diverged = Path("runs/guard/steps-6"), Path("runs/guard/steps-7")
+    held = sweeps.lock_point(busy)
+    assert held is not None and sweeps.lock_point(busy) is None  # exclusive while held
+    diverged.mkdir(parents=True)
+    (diverged / "diverged").write_text("train: non-finite loss or gradient at step 3; ...\n")
+    assert main(["sweep", "s.yaml"]) == 1
+    out = capsys.readouterr().out
+    assert "[1/2] steps-6: skipped (being trained by another process" in out
+    assert "[2/2] steps-7: DIVERGED earlier, not retried" in out
+    assert not (busy / "config.yaml").exists()
+    assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=6"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "being trained by another process" in err[0] and f"pid {os.getpid()}" in err[0]
+    assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=7"]) == 3
+    assert "not retried; delete" in capsys.readouterr().err
+    held.close()  # released: the point can be claimed again
+    again = sweeps.lock_point(busy)
+    assert again is not None
+    again.close()

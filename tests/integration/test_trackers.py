@@ -2,6 +2,8 @@
 
 import csv
 
+import yaml
+
 from support import TINY
 
 from icl.config import load_config
@@ -19,6 +21,8 @@ def test_csv_tensorboard_and_offline_wandb(tmp_path, monkeypatch):
     assert [int(r["step"]) for r in rows] == [1, 3]
     assert {"train/loss", "train/loss@0", "train/loss@5", "curriculum/dims", "curriculum/points"} <= set(rows[0])
     assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    hparams = yaml.safe_load((run_dir / "tensorboard" / "hparams.yaml").read_text())
+    assert hparams["train.steps"] == 4 and hparams["model.n_layer"] == cfg.model.n_layer  # resolved config
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
     assert (run_dir / "wandb_id").read_text().strip() in offline[0].name
