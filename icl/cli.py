@@ -7,9 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl.errors import ICLError, NonFiniteError
-
-EXIT_DIVERGED = 3  # exit codes: 2 bad input, 3 training stopped on a non-finite loss, 130 interrupted
+from icl.errors import EXIT_DIVERGED, ICLError, NonFiniteError
 
 
 class _Parser(argparse.ArgumentParser):

@@ -35,7 +35,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from icl.checkpoint import AtomicCheckpointIO, resume_checkpoint
 from icl.config import Config, from_dict, load_config, save_config, to_dict
-from icl.errors import ICLError, NonFiniteError
+from icl.errors import DIVERGED_FILE, ICLError, NonFiniteError
 from icl.evaluation.run import PeriodicEval, evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
 from icl.model import ICLTransformer
@@ -44,7 +44,6 @@ from icl.training import ICLModule
 
 CONFIG_FILE = "config.yaml"
 RESUME_LOG = "resume.log"
-DIVERGED_FILE = "diverged"  # written when train.nonfinite=stop stopped the run
 # What a resumed run may not change: the model's shape, the training problem and its random
 # streams. Everything else (train.*, eval.*, name, out_dir, data.num_workers) may change and is
 # recorded in resume.log.

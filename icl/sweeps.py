@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from icl.config import Config, load_config
-from icl.errors import ICLError, NonFiniteError
+from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
 from icl.fileio import atomic_write
 
 ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
@@ -236,7 +236,7 @@ def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
 def run_state(run_dir: Path, steps: int) -> str:
     """absent | empty (no checkpoint yet) | partial | diverged (stopped by the non-finite guard;
     not retried) | trained (no final evaluation) | done."""
-    if (run_dir / "diverged").is_file():
+    if (run_dir / DIVERGED_FILE).is_file():
         return "diverged"
     if not (run_dir / "config.yaml").is_file():
         return "absent" if not run_dir.exists() or not any(run_dir.iterdir()) else "empty"
@@ -259,7 +259,7 @@ def lock_point(run_dir: Path):
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
-        return object()
+        return open(os.devnull)
     path = lock_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+")
@@ -303,7 +303,7 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
     if state == "done":
         return "skipped"
     if state == "diverged":
-        marker = run_dir / "diverged"
+        marker = run_dir / DIVERGED_FILE
         raise NonFiniteError(message=f"{marker.read_text().strip()} [not retried; delete {marker} to retry]")
     _write_manifest(sweep, run_dir.parent)
     if state in ("absent", "empty"):
@@ -334,7 +334,7 @@ def _free(run_dir: Path) -> bool:
     if not lock_path(run_dir).is_file():
         return True
     lock = lock_point(run_dir)
-    if lock is not None and hasattr(lock, "close"):
+    if lock is not None:
         lock.close()
     return lock is not None
 
@@ -358,7 +358,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
         elif not _free(run_dir):
             print(f"{tag}: skipped (being trained by another process: {lock_path(run_dir)})", flush=True)
         elif state == "diverged":
-            print(f"{tag}: DIVERGED earlier, not retried (delete {run_dir / 'diverged'} to retry)", flush=True)
+            print(f"{tag}: DIVERGED earlier, not retried (delete {run_dir / DIVERGED_FILE} to retry)", flush=True)
             failed.append(tag)
         else:
             todo.append((tag, point, run_dir))
@@ -390,7 +390,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
                     print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
                 else:
                     last = _last_line(log_path)
-                    what = "DIVERGED" if proc.returncode == 3 else "FAILED"  # 3: icl.cli.EXIT_DIVERGED
+                    what = "DIVERGED" if proc.returncode == EXIT_DIVERGED else "FAILED"
                     print(f"{tag}: {what} (exit {proc.returncode}): {last} (log: {log_path})", flush=True)
                     failed.append(tag)
     except KeyboardInterrupt:
@@ -400,7 +400,11 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
             proc.wait()
         raise
     if failed:
-        print(f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them (diverged points are not retried)", file=sys.stderr)
+        print(
+            f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them "
+            "(diverged points are not retried)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -3,7 +3,6 @@
 import csv
 
 import yaml
-
 from support import TINY
 
 from icl.config import load_config
