@@ -43,6 +43,22 @@ def in_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # sweep files name their paths relative to the repository root
 
 
+def write_sweep(name: str, parameters: dict, change: dict | None = None) -> None:
+    """In the current directory: base.yaml (TINY_BASE) and s.yaml, a grid sweep over
+    ``parameters`` whose command is ``icl sweep s.yaml --point base.yaml``; ``change`` replaces
+    top-level keys of the sweep file."""
+    Path("base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    spec = {
+        "name": name,
+        "program": "icl",
+        "method": "grid",
+        "parameters": parameters,
+        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
+        **(change or {}),
+    }
+    Path("s.yaml").write_text(yaml.safe_dump(spec))
+
+
 def test_every_shipped_sweep_expands_to_valid_distinct_configs(in_root):
     assert {p.stem for p in SHIPPED} == set(GRID)
     for path in SHIPPED:
@@ -130,16 +146,7 @@ def test_register_without_network_fails_in_one_line(in_root, monkeypatch, capsys
 )
 def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
-    spec = {
-        "name": "t",
-        "program": "icl",
-        "method": "grid",
-        "parameters": {"seed": {"values": [0, 1]}},
-        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
-        **change,
-    }
-    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    write_sweep("t", {"seed": {"values": [0, 1]}}, change)
     with pytest.raises(ICLError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
         sweeps.load_sweep("s.yaml")
     assert "\n" not in str(e.value)
@@ -147,15 +154,7 @@ def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, change, 
 
 def test_unknown_config_key_in_a_sweep_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
-    spec = {
-        "name": "t",
-        "program": "icl",
-        "method": "grid",
-        "parameters": {"train.stpes": {"values": [1, 2]}},
-        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
-    }
-    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    write_sweep("t", {"train.stpes": {"values": [1, 2]}})
     assert main(["sweep", "s.yaml"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key" in err[0] and "stpes" in err[0]
@@ -164,15 +163,7 @@ def test_unknown_config_key_in_a_sweep_is_refused_before_anything_runs(tmp_path,
 
 def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    Path("base.yaml").write_text(yaml.safe_dump(TINY_BASE))
-    spec = {
-        "name": "resume",
-        "program": "icl",
-        "method": "grid",
-        "parameters": {"train.steps": {"values": [6, 7, 300]}},
-        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
-    }
-    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    write_sweep("resume", {"train.steps": {"values": [6, 7, 300]}})
     short, long = [Path("runs/resume/steps-6"), Path("runs/resume/steps-7")], Path("runs/resume/steps-300")
     env = {**os.environ, "WANDB_MODE": "disabled"}
     proc = subprocess.Popen(
@@ -266,15 +257,7 @@ def test_locked_and_diverged_points_are_not_trained(tmp_path, monkeypatch, capsy
     """A point another process is training is skipped (and its --point command refused); a
     point the non-finite guard stopped is reported and not retried. Nothing trains here."""
     monkeypatch.chdir(tmp_path)
-    Path("base.yaml").write_text(yaml.safe_dump(TINY_BASE))
-    spec = {
-        "name": "guard",
-        "program": "icl",
-        "method": "grid",
-        "parameters": {"train.steps": {"values": [6, 7]}},
-        "command": ["icl", "sweep", "s.yaml", "--point", "base.yaml", "${args_no_hyphens}"],
-    }
-    Path("s.yaml").write_text(yaml.safe_dump(spec))
+    write_sweep("guard", {"train.steps": {"values": [6, 7]}})
     busy, diverged = Path("runs/guard/steps-6"), Path("runs/guard/steps-7")
     held = sweeps.lock_point(busy)
     assert held is not None and sweeps.lock_point(busy) is None  # exclusive while held
