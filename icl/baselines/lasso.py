@@ -45,12 +45,18 @@ class Lasso(Predictor):
         """w (B, N, D) in float64: row i is the fit on the context of prefix i."""
         b, n, d = xs.shape
         st = prefix_stats(xs, ys)
-        size = st.count.clamp_min(1)
-        gram = (st.gram / size[:, None, None]).reshape(b * n, d, d)
-        xty = (st.xty / size[:, None]).reshape(b * n, d)
-        yty = (st.yty / size).reshape(b * n)
-        alphas = torch.full((b * n, 1), self.alpha, device=xs.device, dtype=torch.float64)
-        return solve_lasso(gram, xty, yty, alphas, self.tol, self.max_iter)[:, 0].reshape(b, n, d)
+        # The problem on k points, scaled by k: (1/2)|y - X w|^2 + k alpha |w|_1 on the raw sums
+        # (same solution; the tolerance scales with it), so the Gram sums need no rescaling.
+        alphas = (self.alpha * st.count).repeat(b)[:, None]
+        w = solve_lasso(
+            st.gram.reshape(b * n, d, d),
+            st.xty.reshape(b * n, d),
+            st.yty.reshape(b * n),
+            alphas,
+            self.tol,
+            self.max_iter,
+        )
+        return w[:, 0].reshape(b, n, d)
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         check_inputs(xs, ys)

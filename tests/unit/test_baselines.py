@@ -22,7 +22,8 @@ from icl.baselines import (
     build_baseline,
     component,
 )
-from icl.baselines.lasso_solver import duality_gap, lasso_path, objective, solve_lasso
+from icl.baselines.base import prefix_stats
+from icl.baselines.lasso_solver import _path, duality_gap, lasso_path, objective, solve_lasso
 from icl.errors import ICLError
 from icl.model import ICLTransformer, ModelConfig
 from icl.tasks import DenseLinear, SparseLinear
@@ -272,6 +273,21 @@ def test_homotopy_alone_is_exact_on_random_problems():
     assert ok.float().mean() > 0.95
     gap = duality_gap(gram, xty, yty, alphas, coef)
     assert (gap[ok] <= 1e-12 * yty[ok, None]).all()
+
+
+def test_lasso_path_runs_the_same_in_numpy_and_torch():
+    """On CPU the path runs in numpy; on other devices the same code runs in torch. Both must
+    give the same solutions (up to summation order) and the same ``ok`` flags."""
+    xs, ys = sparse_problems(10, b=16, n=14, d=8, noise=0.1)
+    st = prefix_stats(xs, ys)
+    gram, xty = st.gram.reshape(-1, 8, 8), st.xty.reshape(-1, 8)
+    alphas = (st.count.repeat(16)[:, None] * torch.tensor([[0.3, 0.05, 0.01, 1e-3]])).double()
+    coef_np, ok_np = lasso_path(gram, xty, alphas)
+    coef_t, ok_t = _path(torch, gram, xty, alphas, None)
+    assert coef_t.dtype == coef_np.dtype == torch.float64
+    assert torch.equal(ok_np, ok_t) and bool(ok_np.all())
+    torch.testing.assert_close(coef_np, coef_t, rtol=0, atol=1e-10)
+    assert (coef_np[:, -1] != 0).sum() > (coef_np[:, 0] != 0).sum()  # the path went somewhere
 
 
 def test_lasso_cv_matches_brute_force_cross_validation():
