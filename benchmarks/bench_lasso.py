@@ -1,7 +1,7 @@
 """Batched LASSO vs scikit-learn on paper 2's sparse evaluation batch: wall time and objective
 agreement. Prints figures only (no assertions about time).
 
-Batch: 64 prompts, d = 20, 41 points, sparse linear with nnz = 3 in paper 2's raw convention
+Batch: 64 prompts, d = 20, 41 points, sparse linear with nnz = 3 (``--nnz``) in paper 2's raw convention
 f(x) = w.x, noiseless; every prefix k = 1..40 is one LASSO problem (alpha = 0.01), i.e. 2560
 problems. scikit-learn fits ``Lasso(alpha, fit_intercept=False, max_iter=100000)`` (paper 2's
 baseline) per prompt and per prefix; it is single-threaded, and torch runs on ``--threads``.
@@ -24,8 +24,8 @@ from icl.rng import Domain
 from icl.sampling import ComponentConfig, DataConfig, Sampler
 
 
-def paper2_sparse_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    mixture = [ComponentConfig("sparse_linear", 1.0, params={"nnz": 3, "normalize": False})]
+def paper2_sparse_batch(seed: int = 0, nnz: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    mixture = [ComponentConfig("sparse_linear", 1.0, params={"nnz": nnz, "normalize": False})]
     cfg = DataConfig(n_dims=20, n_points=41, batch_size=64, mixture=mixture)
     batch = Sampler(cfg, seed).sample_batch(0, domain=Domain.EVAL)
     return batch.xs, batch.ys
@@ -40,6 +40,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--alpha", type=float, default=0.01)
+    ap.add_argument("--nnz", type=int, default=3, help="non-zeros of the sparse weights")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-iter", type=int, default=100_000, help="scikit-learn's max_iter")
@@ -50,7 +51,7 @@ def main() -> None:
     from sklearn.linear_model import Lasso as SkLasso
 
     torch.set_num_threads(args.threads)
-    xs, ys = paper2_sparse_batch()
+    xs, ys = paper2_sparse_batch(nnz=args.nnz)
     b, n, d = xs.shape
     ours = Lasso(args.alpha)
     ours.coefficients(xs, ys)  # warm-up
@@ -88,7 +89,10 @@ def main() -> None:
     preds = (coef * xs.double()).sum(-1)[:, 1:].numpy()
     sk_preds = (sk_coef * x_np).sum(-1)[:, 1:]
 
-    print(f"problems: {b} prompts x {n - 1} prefixes = {b * (n - 1)} (d={d}, alpha={args.alpha:g})")
+    print(
+        f"problems: {b} prompts x {n - 1} prefixes = {b * (n - 1)} "
+        f"(d={d}, nnz={args.nnz}, alpha={args.alpha:g})"
+    )
     print(
         f"ours (torch, {args.threads} thread(s)): median {t_ours * 1e3:.1f} ms over {args.repeats} "
         f"runs (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"

@@ -127,6 +127,7 @@ def _path(xp, gram, xty, alphas, max_steps):
     # Finished rows stay frozen (step 0) until a quarter of the rows are finished: compacting
     # the state at every finish would copy all of it on almost every iteration.
     live = _full(xp, xty, (len(ids),), True)
+    any_barred = False
 
     for _ in range(max_steps):
         # Candidate events as steps in lambda: joins at +lambda (columns 0..d-1), joins at
@@ -153,10 +154,12 @@ def _path(xp, gram, xty, alphas, max_steps):
         lam = xp.where(stop, alpha_next, lam - step)
         is_join = event < 2 * d
         jr, dr = xp.where(~stop & is_join)[0], xp.where(~stop & ~is_join)[0]
-        singular = xp.zeros_like(stop)
-        br = xp.where(barred >= 0)[0]
-        blocked[br, barred[br]] = 0.0
-        barred = xp.full_like(barred, -1)
+        singular = None  # rows whose join was numerically singular, if any
+        if any_barred:  # the bar set by last iteration's drops lasts one segment
+            br = xp.where(barred >= 0)[0]
+            blocked[br, barred[br]] = 0.0
+            barred = xp.full_like(barred, -1)
+        any_barred = len(dr) > 0
 
         if len(jr):  # bordering of G_AA^-1 with the joining coordinate
             ev = event[jr]
@@ -168,6 +171,7 @@ def _path(xp, gram, xty, alphas, max_steps):
             schur = g_jj - (border * u).sum(-1)
             good = schur > 1e-13 * g_jj
             if not bool(good.all()):
+                singular = xp.zeros_like(stop)
                 singular[jr[~good]] = True
                 jr, ev, jj, u, gcol, schur = (t[good] for t in (jr, ev, jj, u, gcol, schur))
             if bool((coord[jr] >= 0).all(-1).any()):  # no free slot: grow
@@ -207,16 +211,17 @@ def _path(xp, gram, xty, alphas, max_steps):
             cols[dr, :, ds] = 0.0
 
         reached = stop & live
-        if bool((reached | singular).any()):
+        if bool((reached if singular is None else reached | singular).any()):
             # Record the targets reached on this segment; freeze problems with none left.
             sr = xp.where(reached)[0]
             out[ids[sr], target[sr]] = _scatter_slots(xp, coef[sr], coord[sr], d)
             target = target + reached
-            fr = xp.where(singular)[0]
-            if len(fr):
+            live = live & (target < n_targets)
+            if singular is not None:
+                fr = xp.where(singular)[0]
                 ok[ids[fr]] = False
                 _fill_remaining(xp, out, ids[fr], target[fr], _scatter_slots(xp, coef[fr], coord[fr], d))
-            live = live & (target < n_targets) & ~singular
+                live = live & ~singular
             n_live = int(live.sum())
             if n_live == 0:
                 return out, ok
