@@ -51,10 +51,10 @@ def lasso_path(gram: Tensor, xty: Tensor, alphas: Tensor, max_steps: int | None 
     convergence rate. Returns coef (P, K, D) and ``ok`` (P,), False where a numerically
     singular join or the step limit stopped the path (callers verify and polish those).
 
-    The loop is a few hundred operations on small arrays, so its cost is per-call overhead:
-    on CPU it runs in numpy on the tensors' own memory (numpy's per-call cost is about a
-    third of torch's; the path is about 1.5x faster), on other devices in torch. Both run
-    the same code, ``_path``.
+    An iteration is about a hundred operations on small arrays, so per-call overhead is much
+    of the cost: on CPU the loop runs in numpy on the tensors' own memory (numpy's per-call
+    cost is about a third of torch's; the path is about 1.5x faster), on other devices in
+    torch. Both run the same code, ``_path``.
     """
     if xty.device.type == "cpu":
         arrays = (t.detach().numpy() for t in (gram, xty, alphas))
