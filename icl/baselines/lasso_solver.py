@@ -165,7 +165,8 @@ def _path(xp, gram, xty, alphas, max_steps):
             ev = event[jr]
             jj = ev % d
             border = cols[jr, jj]  # G[j, A]
-            u = (inv[jr] @ border[..., None])[..., 0]
+            inv_j, coord_j = inv[jr], coord[jr]
+            u = (inv_j @ border[..., None])[..., 0]
             gcol = rows_of_gram[ids[jr] * d + jj]
             g_jj = gcol[rows[: len(jr)], jj]
             schur = g_jj - (border * u).sum(-1)
@@ -173,17 +174,21 @@ def _path(xp, gram, xty, alphas, max_steps):
             if not bool(good.all()):
                 singular = xp.zeros_like(stop)
                 singular[jr[~good]] = True
-                jr, ev, jj, u, gcol, schur = (t[good] for t in (jr, ev, jj, u, gcol, schur))
-            if bool((coord[jr] >= 0).all(-1).any()):  # no free slot: grow
+                jr, ev, jj, u, gcol, schur, inv_j, coord_j = (
+                    t[good] for t in (jr, ev, jj, u, gcol, schur, inv_j, coord_j)
+                )
+            if bool((coord_j >= 0).all(-1).any()):  # no free slot: grow
                 m = min(d, 2 * m)
-                coord, sign, coef, u = (
-                    _widen(xp, t, m, v) for t, v in ((coord, -1), (sign, 0.0), (coef, 0.0), (u, 0.0))
+                coord, sign, coef, u, coord_j = (
+                    _widen(xp, t, m, v)
+                    for t, v in ((coord, -1), (sign, 0.0), (coef, 0.0), (u, 0.0), (coord_j, -1))
                 )
                 cols, inv = _widen(xp, cols, m, 0.0), _widen(xp, inv, m, 0.0, dims=2)
+                inv_j = _widen(xp, inv_j, m, 0.0, dims=2)
                 blocked = _widen(xp, blocked, 2 * d + m, _INF)
-            js = coord[jr].argmin(-1)  # the first free slot (-1 is below every coordinate)
+            js = coord_j.argmin(-1)  # the first free slot (-1 is below every coordinate)
             u[rows[: len(jr)], js] = -1.0
-            inv[jr] += u[:, :, None] * (u / schur[:, None])[:, None, :]
+            inv[jr] = inv_j + u[:, :, None] * (u / schur[:, None])[:, None, :]
             coord[jr, js] = jj
             sign[jr, js] = side_sign[ev]
             cols[jr, :, js] = gcol
