@@ -103,7 +103,7 @@ def _path(xp, gram, xty, alphas, max_steps):
     al, target = alphas[ids], target[ids]
     grad = xty[ids]  # c - G w (a copy: advanced indexing)
     lam = lam_max[ids]
-    rows = _arange(xp, xty, len(ids))
+    rows = _arange(xp, xty, len(ids))  # 0..R-1; its first k entries serve as 0..k-1 for subsets
     first = abs(grad).argmax(-1)
     rows_of_gram = gram.reshape(-1, d)  # G symmetric: column j of problem p is row p * d + j
     gcol = rows_of_gram[ids * d + first]
