@@ -122,7 +122,7 @@ class ICLTransformer(nn.Module):
         token 0: [a1, a2, a3]    <- read out here: prediction of u (sees token 0 only)
         token 1: [u,  0,  0 ]
         token 2: [b1, b2, b3]    <- read out here: prediction of v (sees tokens 0..2)
-        token 3: [v,  0,  0 ]    (never read out; v is never seen by any prediction of v)
+        token 3: [v,  0,  0 ]    (seen by no prediction, so ``forward`` leaves it out)
 
     ``interleaved_flag`` appends a coordinate that is 0 on x tokens and 1 on y tokens.
     Attention is causal, so ``preds[:, i]`` depends only on ``xs[:, :i+1]`` and ``ys[:, :i]``.
@@ -180,7 +180,9 @@ class ICLTransformer(nn.Module):
         return self.drop(h + self.pos[: 2 * N])
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
-        h = self.embed(xs, ys)
+        # The last y token is attended to by no x token, so no prediction depends on it: it is
+        # left out of every layer (1 of 2N tokens).
+        h = self.embed(xs, ys)[:, :-1]
         T = h.shape[1]
         bias = torch.full((T, T), float("-inf"), device=h.device).triu(1)  # causal: key j <= query i
         for block in self.blocks[:-1]:
