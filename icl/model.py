@@ -44,10 +44,15 @@ class ModelConfig:
             raise ICLError(f"model.dropout: got {self.dropout}; allowed: a number in [0, 1)")
 
 
-# Below this many tokens, attention as two batched matmuls beats the fused (flash) CPU kernel,
-# whose per-(sequence, head) tiling overhead dominates short prompts; measured on a 2-core
-# AVX2 CPU: the matmul form is faster at 22 tokens (curriculum start) and slower at 82 (paper 2).
-MATMUL_ATTENTION_MAX_TOKENS = 48
+
+
+def matmul_attention_max_tokens(threads: int) -> int:
+    """Up to this many tokens, attention on the CPU runs as two batched matmuls, which beat the
+    fused (flash) CPU kernel there: its per-(sequence, head) tiling overhead dominates short
+    prompts. Measured fwd + bwd on a 2-core AVX2 CPU (64 sequences, 8 heads of 32): on one
+    thread the matmul form wins at 21 and 41 tokens and loses from 61 on (43.8 vs 52.4 ms at 81);
+    on two threads it wins up to 81 (27.5 vs 30.8 ms) and loses from 121 on."""
+    return 48 if threads == 1 else 96
 
 
 class SelfAttention(nn.Module):
@@ -62,18 +67,25 @@ class SelfAttention(nn.Module):
         """Causal attention of the tokens ``h[:, queries]`` (all by default) over ``h``; ``bias``
         (queries, T) is 0 where a query may attend to a key and -inf elsewhere."""
         B, T, E = h.shape
-        q, k, v = self.qkv(h).view(B, T, 3, self.n_head, E // self.n_head).permute(2, 0, 3, 1, 4)
+        # Split on the qkv axis, not after a permute: the backward then stacks the three
+        # gradients straight into the (B, T, 3, H, hd) layout, with no copy after the stack.
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(h).view(B, T, 3, self.n_head, E // self.n_head).unbind(2))
         if queries is not None:
             q = q[:, :, queries]
         p_drop = self.dropout if self.training else 0.0
-        if T > MATMUL_ATTENTION_MAX_TOKENS:
+        if h.device.type != "cpu" or T > matmul_attention_max_tokens(torch.get_num_threads()):
             square = queries is None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if square else bias.to(q.dtype), is_causal=square, dropout_p=p_drop
             )
         else:
-            # In place: the product's backward needs q and k, not its output.
-            scores = (q @ k.transpose(-1, -2)).mul_(1.0 / math.sqrt(q.shape[-1])).add_(bias)
+            # Scale whichever of q (T x hd, copied for the matmul anyway) and the scores (T x T)
+            # is smaller; in place on the scores: the product's backward needs q and k, not its output.
+            scale = 1.0 / math.sqrt(q.shape[-1])
+            if T > q.shape[-1]:
+                scores = ((q * scale) @ k.transpose(-1, -2)).add_(bias)
+            else:
+                scores = (q @ k.transpose(-1, -2)).mul_(scale).add_(bias)
             weights = F.dropout(scores.softmax(-1), p_drop, self.training)
             out = weights @ v
         return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], E))

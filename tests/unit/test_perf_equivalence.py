@@ -9,7 +9,7 @@ from support import TINY
 
 from icl.config import load_config, to_dict
 from icl.errors import ICLError
-from icl.model import MATMUL_ATTENTION_MAX_TOKENS, ICLTransformer, ModelConfig
+from icl.model import ICLTransformer, ModelConfig, matmul_attention_max_tokens
 from icl.sampling import DataConfig, Sampler
 from icl.training import ICLModule, StepStream
 
@@ -28,10 +28,23 @@ def plain_forward(model: ICLTransformer, xs: torch.Tensor, ys: torch.Tensor) -> 
     return model.read_out(model.ln_f(h))[:, 0::2, 0]
 
 
-@pytest.mark.parametrize("n_points", [5, MATMUL_ATTENTION_MAX_TOKENS // 2, MATMUL_ATTENTION_MAX_TOKENS // 2 + 1, 40])
-def test_model_equals_the_plain_computation_on_both_attention_paths(n_points):
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """The attention path depends on the thread count: run under each, then restore it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+# Prompts of 2N - 1 tokens (the last y token is dropped): N = limit // 2 is the longest prompt on
+# the matmul path (T <= limit) and N = limit // 2 + 1 the shortest on the fused kernel.
+@pytest.mark.parametrize("n_points", [5, "longest matmul", "shortest fused", 60])
+def test_model_equals_the_plain_computation_on_both_attention_paths(n_points, threads):
+    limit = matmul_attention_max_tokens(threads)
+    n_points = {"longest matmul": limit // 2, "shortest fused": limit // 2 + 1}.get(n_points, n_points)
     torch.manual_seed(0)
-    model = ICLTransformer(ModelConfig(n_layer=3, n_head=2, n_embd=32, max_points=40), n_dims=4)
+    model = ICLTransformer(ModelConfig(n_layer=3, n_head=2, n_embd=32, max_points=60), n_dims=4)
     for p in model.parameters():  # non-trivial LayerNorm and bias values too
         torch.nn.init.normal_(p, std=0.3)
     xs, ys = torch.randn(3, n_points, 4), torch.randn(3, n_points)
