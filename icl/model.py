@@ -55,6 +55,14 @@ def matmul_attention_max_tokens(threads: int) -> int:
     return 48 if threads == 1 else 96
 
 
+@torch.compiler.assume_constant_result
+def _threads() -> int:
+    """torch's intra-op thread count; a constant to ``torch.compile`` (which cannot trace the call
+    and would otherwise break the graph at every block): a compiled model keeps the attention
+    path of the thread count it was compiled under, which changes its speed, not its results."""
+    return torch.get_num_threads()
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -73,7 +81,7 @@ class SelfAttention(nn.Module):
         if queries is not None:
             q = q[:, :, queries]
         p_drop = self.dropout if self.training else 0.0
-        if h.device.type != "cpu" or T > matmul_attention_max_tokens(torch.get_num_threads()):
+        if h.device.type != "cpu" or T > matmul_attention_max_tokens(_threads()):
             square = queries is None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if square else bias.to(q.dtype), is_causal=square, dropout_p=p_drop

@@ -91,6 +91,15 @@ def test_fused_and_unfused_adam_give_the_same_losses():
     assert fused[-1] != fused[0]  # the optimiser moved the weights
 
 
+@pytest.mark.parametrize("n_points", [11, 41])
+def test_the_model_compiles_to_one_graph(n_points):
+    """A graph break (e.g. an untraceable call in a block) splits the compiled model into
+    per-block frames, which recompile per block and fall back to eager past dynamo's limit."""
+    model = ICLTransformer(ModelConfig(n_layer=2, n_head=2, n_embd=16, max_points=41), n_dims=3)
+    explained = torch._dynamo.explain(model.forward)(torch.randn(2, n_points, 3), torch.randn(2, n_points))
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
 def test_compiled_and_eager_give_the_same_losses():
     compiled, eager = module("train.compile=true"), module("train.compile=false")
     assert compiled.train_forward is not compiled.model
