@@ -44,14 +44,13 @@ class ModelConfig:
             raise ICLError(f"model.dropout: got {self.dropout}; allowed: a number in [0, 1)")
 
 
-
-
 def matmul_attention_max_tokens(threads: int) -> int:
     """Up to this many tokens, attention on the CPU runs as two batched matmuls, which beat the
     fused (flash) CPU kernel there: its per-(sequence, head) tiling overhead dominates short
     prompts. Measured fwd + bwd on a 2-core AVX2 CPU (64 sequences, 8 heads of 32): on one
-    thread the matmul form wins at 21 and 41 tokens and loses from 61 on (43.8 vs 52.4 ms at 81);
-    on two threads it wins up to 81 (27.5 vs 30.8 ms) and loses from 121 on."""
+    thread the matmul form wins at 21 and 41 tokens and loses from 61 on (52.4 ms vs the fused
+    kernel's 43.8 at 81); on two threads it wins up to 81 (27.5 vs 30.8 ms) and loses from 121
+    on."""
     return 48 if threads == 1 else 96
 
 
