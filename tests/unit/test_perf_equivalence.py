@@ -1,6 +1,8 @@
 """Speed paths leave results unchanged: the model's pruned last block and matmul attention
 against the plain GPT-2 computation, compiled vs eager, fused vs unfused Adam, and batches
-drawn on the device vs in the DataLoader."""
+drawn on the device vs in the DataLoader, the flat-parameter optimiser vs the per-parameter one."""
+
+import copy
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from icl.config import load_config, to_dict
 from icl.errors import ICLError
 from icl.model import ICLTransformer, ModelConfig, matmul_attention_max_tokens
 from icl.sampling import DataConfig, Sampler
-from icl.training import ICLModule, StepStream
+from icl.training import FlatAdam, FlatAdamW, ICLModule, StepStream
 
 
 def plain_forward(model: ICLTransformer, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -89,6 +91,89 @@ def test_fused_and_unfused_adam_give_the_same_losses():
     assert fused[0] == plain[0]  # same initialisation, same batch
     torch.testing.assert_close(torch.tensor(fused), torch.tensor(plain), rtol=1e-5, atol=1e-6)
     assert fused[-1] != fused[0]  # the optimiser moved the weights
+
+
+def small_model() -> ICLTransformer:
+    torch.manual_seed(0)
+    return ICLTransformer(ModelConfig(n_layer=2, n_head=2, n_embd=16, max_points=11), n_dims=3)
+
+
+def train(model, opt, n_steps: int, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n_steps):
+        xs, ys = torch.randn(4, 11, 3, generator=g), torch.randn(4, 11, generator=g)
+        opt.zero_grad()
+        ((model(xs, ys) - ys) ** 2).mean().backward()
+        opt.step()
+
+
+def assert_same_params(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q), name
+
+
+@pytest.mark.parametrize(
+    "flat_cls,plain_cls,kwargs",
+    [(FlatAdam, torch.optim.Adam, {}), (FlatAdamW, torch.optim.AdamW, {"weight_decay": 0.1, "amsgrad": True})],
+)
+def test_the_flat_optimiser_is_the_per_parameter_one_and_keeps_its_checkpoint_format(flat_cls, plain_cls, kwargs):
+    plain_model, flat_model = small_model(), small_model()
+    plain = plain_cls(plain_model.parameters(), lr=1e-2, fused=True, **kwargs)
+    flat = flat_cls(flat_model.parameters(), lr=1e-2, fused=True, **kwargs)
+    train(plain_model, plain, 5, seed=1)
+    train(flat_model, flat, 5, seed=1)
+    assert_same_params(plain_model, flat_model)  # bitwise: the same kernel on the same numbers
+    a, b = plain.state_dict(), flat.state_dict()
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    for i, state in a["state"].items():
+        assert state.keys() == b["state"][i].keys()
+        for key, value in state.items():
+            assert torch.equal(value, b["state"][i][key]), (i, key)
+    # Checkpoints cross over both ways, and training continues exactly (the unfused optimiser
+    # increments every parameter's step in place: each needs its own step tensor).
+    resumed = [(plain_model, plain)]
+    for cls, state, fused in ((flat_cls, a, True), (plain_cls, b, True), (plain_cls, b, False)):
+        model = copy.deepcopy(flat_model)
+        opt = cls(model.parameters(), lr=1e-2, fused=fused, **kwargs)
+        opt.load_state_dict(copy.deepcopy(state))
+        resumed.append((model, opt))
+    for model, opt in resumed:
+        train(model, opt, 3, seed=2)
+    for model, _ in resumed[1:3]:
+        assert_same_params(plain_model, model)
+    for p, q in zip(plain_model.parameters(), resumed[3][0].parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_the_flat_optimiser_can_skip_an_update_and_reattaches_a_dropped_gradient():
+    model = small_model()
+    opt = FlatAdam(model.parameters(), lr=1e-2, fused=True)
+    (flat,) = opt.param_groups[0]["params"]
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def backward():
+        ((model(torch.randn(2, 11, 3), torch.randn(2, 11)) - 1) ** 2).mean().backward()
+
+    backward()
+    flat.grad = None  # how ICLModule skips a non-finite step
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before)) and not opt.state
+    model.read_out.weight.grad = None  # as a module's zero_grad(set_to_none=True) would
+    opt.zero_grad()  # re-attaches it (and the flat gradient)
+    backward()
+    opt.step()
+    # Adam's first step moves every weight with a non-zero gradient by about lr.
+    assert [n for (n, p), q in zip(model.named_parameters(), before) if torch.equal(p, q)] == []
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.token_format=interleaved_flag"], ["model.positions=sinusoidal"]])
+def test_every_parameter_gets_a_gradient_at_every_step(overrides):
+    """What makes the flat optimiser exact: no parameter ever lacks a gradient (it would still
+    see the update of a zero gradient there, where the per-parameter optimiser skips it)."""
+    m = module(*overrides, "train.fused_optimizer=false")
+    _, xs, ys = StepStream(m.sampler, 0).batch(0)
+    ((m.model(xs, ys) - ys) ** 2).mean().backward()
+    assert [n for n, p in m.model.named_parameters() if p.grad is None] == []
 
 
 @pytest.mark.parametrize("n_points", [11, 41])
