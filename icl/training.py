@@ -133,7 +133,7 @@ class _FlatParameters:
                 p.data = flat[part].view_as(p)
                 self._slices.append(part)
                 offset = part.stop
-        self._grads = [self._grad[part].view_as(p) for part, p in zip(self._slices, self._params)]
+        self._grads = [self._grad[part].view_as(p) for part, p in zip(self._slices, self._params, strict=True)]
         self._flat = torch.nn.Parameter(flat)
         super().__init__([self._flat], **kwargs)
         self.zero_grad()
@@ -142,7 +142,7 @@ class _FlatParameters:
         """Zeroes the flat gradient; ``set_to_none`` is ignored (the views must stay attached).
         A gradient someone replaced or dropped is re-attached. To skip an update, set the grad
         of ``param_groups``' (flat) parameter to None after the backward."""
-        for p, g in zip(self._params, self._grads):
+        for p, g in zip(self._params, self._grads, strict=True):
             if p.grad is not g:
                 p.grad = g
         self._grad.zero_()
@@ -153,7 +153,7 @@ class _FlatParameters:
         flat_state = sd["state"].get(0, {})
         state = {}
         if flat_state:
-            for i, (part, p) in enumerate(zip(self._slices, self._params)):
+            for i, (part, p) in enumerate(zip(self._slices, self._params, strict=True)):
                 state[i] = {
                     k: v[part].view_as(p)
                     if k != "step" and torch.is_tensor(v) and v.shape == self._flat.shape

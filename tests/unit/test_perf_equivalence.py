@@ -141,7 +141,7 @@ def test_the_flat_optimiser_is_the_per_parameter_one_and_keeps_its_checkpoint_fo
         train(model, opt, 3, seed=2)
     for model, _ in resumed[1:3]:
         assert_same_params(plain_model, model)
-    for p, q in zip(plain_model.parameters(), resumed[3][0].parameters()):
+    for p, q in zip(plain_model.parameters(), resumed[3][0].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
@@ -157,13 +157,13 @@ def test_the_flat_optimiser_can_skip_an_update_and_reattaches_a_dropped_gradient
     backward()
     flat.grad = None  # how ICLModule skips a non-finite step
     opt.step()
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before)) and not opt.state
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True)) and not opt.state
     model.read_out.weight.grad = None  # as a module's zero_grad(set_to_none=True) would
     opt.zero_grad()  # re-attaches it (and the flat gradient)
     backward()
     opt.step()
     # Adam's first step moves every weight with a non-zero gradient by about lr.
-    assert [n for (n, p), q in zip(model.named_parameters(), before) if torch.equal(p, q)] == []
+    assert [n for (n, p), q in zip(model.named_parameters(), before, strict=True) if torch.equal(p, q)] == []
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.token_format=interleaved_flag"], ["model.positions=sinusoidal"]])
