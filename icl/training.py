@@ -108,7 +108,7 @@ class _FlatParameters:
     """Mixin for a torch optimiser: it steps one flat tensor whose consecutive slices are the
     parameters. Their ``.data`` and ``.grad`` become views of one flat parameter and one flat
     gradient buffer (autograd accumulates into the views), so a fused update is one kernel over
-    one tensor instead of one per parameter: 4.4% of a ``tiny`` step, 1.9% of ``small``
+    one tensor instead of one per parameter: about 4% of a ``tiny`` step, less for larger models
     (docs/performance.md). Build it after the model is on its device and in its dtype.
 
     Same maths as the per-parameter optimiser as long as every parameter gets a gradient at
@@ -329,7 +329,8 @@ class ICLModule(L.LightningModule):
 
     def configure_optimizers(self):
         tcfg = self.cfg.train
-        # Called after Lightning moved the model to its device: the flat optimiser keeps it there.
+        # Lightning calls this after moving the model to its device and dtype, where the flat
+        # optimiser allocates its buffers.
         if tcfg.fused_optimizer:
             opt_cls = FlatAdamW if tcfg.optimizer == "adamw" else FlatAdam
         else:
