@@ -167,7 +167,7 @@ def test_the_flat_optimiser_can_skip_an_update_and_reattaches_a_dropped_gradient
 
 
 @pytest.mark.parametrize("overrides", [[], ["model.token_format=interleaved_flag"], ["model.positions=sinusoidal"]])
-def test_every_parameter_gets_a_gradient_at_every_step(overrides):
+def test_every_parameter_gets_a_gradient(overrides):
     """What makes the flat optimiser exact: no parameter ever lacks a gradient (it would still
     see the update of a zero gradient there, where the per-parameter optimiser skips it)."""
     m = module(*overrides, "train.fused_optimizer=false")
