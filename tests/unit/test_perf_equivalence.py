@@ -3,6 +3,8 @@ against the plain GPT-2 computation, compiled vs eager, fused vs unfused Adam, a
 drawn on the device vs in the DataLoader, the flat-parameter optimiser vs the per-parameter one."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -247,3 +249,31 @@ def test_bench_cli_refuses_an_unknown_preset(capsys):
 
     assert main(["bench", "--presets", "huge"]) == 2
     assert "allowed: tiny, small, standard" in capsys.readouterr().err
+
+
+_FAULTS_SCRIPT = """
+import resource, torch
+from icl.training import keep_freed_memory
+
+def faults_per_step():
+    faults = []
+    for step in range(6):  # one "step": 8 activations of 8 MiB written, then all freed
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        acts = [torch.empty(2 << 20).fill_(1.0) for _ in range(8)]
+        del acts
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return min(faults[2:])
+
+print(faults_per_step(), keep_freed_memory(), faults_per_step())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_keeping_freed_memory_stops_the_page_faults_of_every_step():
+    """glibc's default trims the freed activations after every step, so the next step faults
+    them in again (8 x 8 MiB = 16384 pages); once train.keep_freed_memory applies, they are reused."""
+    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True)
+    default, applied, kept = out.stdout.split()
+    assert applied == "True"
+    assert int(default) > 8000
+    assert int(kept) < 100
