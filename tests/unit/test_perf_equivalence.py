@@ -257,9 +257,9 @@ from icl.training import keep_freed_memory
 
 def faults_per_step():
     faults = []
-    for step in range(6):  # one "step": 8 activations of 8 MiB written, then all freed
+    for step in range(6):  # one "step": 2 activations of 40 MiB written, then freed
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        acts = [torch.empty(2 << 20).fill_(1.0) for _ in range(8)]
+        acts = [torch.empty(10 << 20).fill_(1.0) for _ in range(2)]
         del acts
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return min(faults[2:])
@@ -270,10 +270,12 @@ print(faults_per_step(), keep_freed_memory(), faults_per_step())
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
 def test_keeping_freed_memory_stops_the_page_faults_of_every_step():
-    """glibc's default trims the freed activations after every step, so the next step faults
-    them in again (8 x 8 MiB = 16384 pages); once train.keep_freed_memory applies, they are reused."""
+    """By default glibc maps blocks above 32 MiB (its adaptive threshold's ceiling; smaller blocks
+    fault or not depending on what the process freed before) afresh at every allocation, so every
+    step faults its pages in again: 2 x 40 MiB = 20480 pages of 4 KiB, at least 40 if the kernel
+    backs them with 2 MiB pages. Once train.keep_freed_memory applies, they are reused."""
     out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True)
-    default, applied, kept = out.stdout.split()
+    default, applied, kept = (int(v) if v.isdigit() else v for v in out.stdout.split())
     assert applied == "True"
-    assert int(default) > 8000
-    assert int(kept) < 100
+    assert default >= 40
+    assert kept * 10 < default
