@@ -1,5 +1,5 @@
 """`icl train ...`: parse arguments, load the config, call one function. Bad input ends in one
-line on stderr and exit code 2, never a traceback; a run stopped by the non-finite guard exits 3."""
+line on stderr and exit code 2, never a traceback; the other exit codes are in icl/errors.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl.errors import EXIT_DIVERGED, ICLError, NonFiniteError
+from icl.errors import ICLError, WriteError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,20 +59,27 @@ def _print_records(records: dict, n_dims: int, out: Path) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from icl import outputs
     from icl.checkpoint import load_model, resolve_checkpoint
     from icl.evaluation.run import evaluate_suite
 
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl eval --help`)")
     ckpt = resolve_checkpoint(args.target)
-    model, cfg = load_model(ckpt, device=args.device)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
     out = Path(args.out) if args.out else run_dir / "eval" / args.suite
-    if out.exists() and not out.is_dir():
-        raise ICLError(f"--out {out}: is a file; allowed: a directory (created or replaced)")
+    outputs.check_replaceable(out, outputs.EVAL, "--out")  # before the model is loaded and evaluated
+    model, cfg = load_model(ckpt, device=args.device)
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b]
     records = evaluate_suite(
-        model, cfg, args.suite, out, baselines=baselines, n_prompts=args.n_prompts, convention=args.convention
+        model,
+        cfg,
+        args.suite,
+        out,
+        baselines=baselines,
+        n_prompts=args.n_prompts,
+        convention=args.convention,
+        check_memory=True,
     )
     _print_records(records, cfg.data.n_dims, out)
     return 0
@@ -189,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             args.items += extra
         return args.func(args)
-    except NonFiniteError as e:  # not bad input: the run diverged (its checkpoints are kept)
-        print(f"icl: error: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except ICLError as e:
-        print(f"icl: error: {e}", file=sys.stderr)
-        return 2
+    except ICLError as e:  # bad input, divergence, a refused write, a signal: each has its exit code
+        print(f"icl: {e.label}: {e}", file=sys.stderr)
+        return e.exit_code
+    except OSError as e:  # a write or read the system refused outside the places that name it
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"icl: error: {where}{e.strerror or e}; files written before are intact", file=sys.stderr)
+        return WriteError.exit_code
     except KeyboardInterrupt:
         print("icl: interrupted", file=sys.stderr)
         return 130

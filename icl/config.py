@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,14 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 from icl.errors import ICLError
 from icl.fileio import atomic_write
 from icl.model import ModelConfig
+from icl.resources import MAX_PROMPTS
 from icl.sampling import DataConfig, Sampler
+from icl.tasks import build_task
 from icl.training import TrainConfig
+from icl.yamlio import one_line, parse_yaml, read_yaml
+
+INT64 = 1 << 63  # seeds, sizes and steps reach torch and numpy as 64-bit integers
+SECTIONS = "seed, name, data, model, train, eval"
 
 
 @dataclasses.dataclass
@@ -56,9 +63,15 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
-def _one_line(e: Exception) -> str:
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` -> (key, value parsed as YAML; the raw text where it is not valid YAML)."""
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise ICLError(f"override {item!r}: allowed form is key=value, e.g. train.lr=3e-4")
+    try:
+        return key, parse_yaml(value, f"override {item!r}") if value else ""
+    except yaml.YAMLError:
+        return key, value
 
 
 def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
@@ -66,25 +79,22 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Conf
     merged = OmegaConf.structured(Config)
     for f in files:
         path = Path(f)
-        if not path.is_file():
-            raise ICLError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ICLError(f"{path}: not valid YAML ({_one_line(e)})") from None
+        loaded = read_yaml(path)
+        if loaded is None or loaded == {}:
+            # An empty file would otherwise mean "all defaults": a paper-scale run nobody asked for.
+            raise ICLError(f"{path}: empty config file; allowed: a mapping of config sections ({SECTIONS})")
         if not isinstance(loaded, dict):
             raise ICLError(f"{path}: top level must be a mapping of config sections")
-        merged = _merge(merged, OmegaConf.create(loaded), str(path))
+        merged = _guard(functools.partial(OmegaConf.merge, merged, loaded), str(path))
     for item in overrides:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ICLError(f"override {item!r}: allowed form is key=value, e.g. train.lr=3e-4")
-        try:
-            parsed = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            parsed = value
+        key, parsed = parse_override(item)
         _guard(functools.partial(OmegaConf.update, merged, key, parsed, merge=True), f"override {item!r}")
-    cfg = OmegaConf.to_object(merged)
+    try:
+        cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
+    except OmegaConfBaseException as e:
+        raise ICLError(
+            f"{e.full_key or 'config'}: {one_line(e)}; allowed: values, or ${{key}} interpolations that resolve to one"
+        ) from None
     if not cfg.name and files:
         cfg.name = Path(files[-1]).stem
     validate(cfg)
@@ -108,23 +118,87 @@ def _guard(fn, where: str):
         )
         raise ICLError(f"{where}: unknown key {e.full_key or e.key!r}; allowed keys here: {allowed}") from None
     except OmegaConfBaseException as e:
-        raise ICLError(f"{where}: {e.full_key or ''}: {_one_line(e)}") from None
+        raise ICLError(f"{where}: {e.full_key or ''}: {one_line(e)}") from None
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field rules, checked once when the config is built."""
+    """Cross-field rules, checked once when the config is built. Nothing here is proportional to
+    the model's size (sizes are judged by arithmetic in icl/resources.py, by the run layer)."""
     if not cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum() and cfg.name:
         raise ICLError(f"name: got {cfg.name!r}; allowed: letters, digits, '-', '_', '.'")
     cfg.model.check()
     cfg.train.check()
+    _check_eval_numbers(cfg)
     sampler = Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
     if cfg.data.n_points > cfg.model.max_points:
         raise ICLError(
             f"data.n_points: got {cfg.data.n_points}; allowed: at most model.max_points ({cfg.model.max_points})"
         )
-    if cfg.eval.n_prompts < 1:
-        raise ICLError(f"eval.n_prompts: got {cfg.eval.n_prompts}; allowed: an integer >= 1")
+    # After the per-field checks, whose messages give each field's range: whatever number they
+    # do not cover (a task parameter, an input shift, a list entry) must still be finite.
+    check_numbers(cfg)
     _check_eval(cfg, sampler.mixture)
+
+
+def check_numbers(obj: Any, where: str = "") -> None:
+    """Every number in a config, at any depth (dataclass fields, lists, task parameter mappings):
+    floats finite, integers within 64 bits. NaN would pass range checks written as ``x < 0`` and
+    silently mean something else (noise_std=nan trains without noise)."""
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise ICLError(f"{where}: got {obj}; allowed: a finite number")
+    elif isinstance(obj, int):
+        if not -INT64 <= obj < INT64:
+            raise ICLError(f"{where}: got {obj}; allowed: an integer of at most 64 bits (|x| < 2^63)")
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            check_numbers(getattr(obj, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_numbers(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_numbers(v, f"{where}[{i}]")
+
+
+def _each(field: str, values: list[float], ok, allowed: str) -> None:
+    for i, v in enumerate(values):
+        if not ok(v):
+            raise ICLError(f"eval.{field}[{i}]: got {v}; allowed: {allowed}")
+
+
+def _check_eval_numbers(cfg: Config) -> None:
+    """Ranges of the eval section's numbers: those used only at the end of training are checked
+    now, so a bad value cannot cost a whole run. Comparisons are written so that NaN fails."""
+    e = cfg.eval
+    for field in ("n_prompts", "periodic_n_prompts"):
+        n = getattr(e, field)
+        if not 1 <= n <= MAX_PROMPTS:
+            raise ICLError(f"eval.{field}: got {n}; allowed: an integer in 1..{MAX_PROMPTS}")
+    if not 0 <= e.table_k < cfg.data.n_points:
+        raise ICLError(
+            f"eval.table_k: got {e.table_k}; allowed: an integer in 0..{cfg.data.n_points - 1} "
+            "(data.n_points - 1; 0 = min(16, data.n_points - 1))"
+        )
+    if not e.sweep_k >= 0:
+        raise ICLError(f"eval.sweep_k: got {e.sweep_k}; allowed: an integer >= 0")
+    if not e.label_noise >= 0:
+        raise ICLError(f"eval.label_noise: got {e.label_noise}; allowed: a number >= 0")
+    _each("frequencies", e.frequencies, lambda f: 0 < f < math.inf, "finite numbers > 0")
+    _each("scales", e.scales, lambda s: 0 < s < math.inf, "finite numbers > 0")
+    _each("convex_coefs", e.convex_coefs, lambda a: 0 <= a <= 1, "numbers in [0, 1]")
+    pair = e.convex_pair
+    if len(pair) != 2:
+        raise ICLError(f"eval.convex_pair: got {len(pair)} entries; allowed: exactly two {{name, params}}")
+    for i, spec in enumerate(pair):
+        if not (isinstance(spec, dict) and "name" in spec and set(spec) <= {"name", "params"}):
+            raise ICLError(f"eval.convex_pair[{i}]: got {spec!r}; allowed: a mapping with keys name and params")
+        try:
+            build_task(spec["name"], spec.get("params") or {}).check(cfg.data.n_dims)
+        except ICLError as err:
+            raise ICLError(f"eval.convex_pair[{i}]: {err}") from None
 
 
 def _check_eval(cfg: Config, mixture) -> None:
@@ -142,8 +216,6 @@ def _check_eval(cfg: Config, mixture) -> None:
     if cfg.eval.every < 0:
         raise ICLError(f"eval.every: got {cfg.eval.every}; allowed: an integer >= 0 (0 = no periodic evaluation)")
     if cfg.eval.every:
-        if cfg.eval.periodic_n_prompts < 1:
-            raise ICLError(f"eval.periodic_n_prompts: got {cfg.eval.periodic_n_prompts}; allowed: an integer >= 1")
         try:
             build_suite(cfg.eval.periodic_suite, cfg, mixture)
         except ICLError as e:

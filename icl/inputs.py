@@ -4,6 +4,7 @@ usable for training and for evaluation shifts."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from functools import lru_cache
 
 import torch
@@ -34,11 +35,14 @@ class InputConfig:
 
     def check(self) -> None:
         if self.covariance not in COVARIANCES:
-            raise ICLError(f"inputs.covariance: got {self.covariance!r}; allowed: {', '.join(COVARIANCES)}")
-        if not self.scale > 0:
-            raise ICLError(f"inputs.scale: got {self.scale!r}; allowed: a number > 0")
-        if self.skew_power < 0:
-            raise ICLError(f"inputs.skew_power: got {self.skew_power!r}; allowed: a number >= 0")
+            raise ICLError(f"data.inputs.covariance: got {self.covariance!r}; allowed: {', '.join(COVARIANCES)}")
+        # Written so that NaN and infinities fail.
+        if not 0 < self.scale < math.inf:
+            raise ICLError(f"data.inputs.scale: got {self.scale!r}; allowed: a finite number > 0")
+        if not 0 <= self.skew_power < math.inf:
+            raise ICLError(f"data.inputs.skew_power: got {self.skew_power!r}; allowed: a finite number >= 0")
+        if not math.isfinite(self.shift):
+            raise ICLError(f"data.inputs.shift: got {self.shift!r}; allowed: a finite number")
 
 
 @lru_cache(maxsize=128)

@@ -9,13 +9,13 @@ import dataclasses
 import io
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from icl import outputs
 from icl.config import Config, load_config
 from icl.errors import ICLError
 from icl.evaluation.curves import BLOCK, error_curves
@@ -23,6 +23,7 @@ from icl.evaluation.report import save_figure, write_curves
 from icl.evaluation.run import build_baselines, build_predictors, evaluate_suite, table_k
 from icl.evaluation.scenarios import Scenario, slug
 from icl.fileio import atomic_write
+from icl.resources import check_evaluation
 from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
@@ -40,7 +41,7 @@ class Run:
 
     def model(self, device: str):
         from icl.checkpoint import load_model
-        from icl.sweeps import newest_checkpoint
+        from icl.runstate import newest_checkpoint
 
         if self._model is None:
             self._model, _ = load_model(newest_checkpoint(self.path)[1], device)
@@ -79,7 +80,7 @@ def class_label(name: str, params: dict[str, Any]) -> str:
 
 def collect_runs(sweep_dir: Path) -> tuple[list[Run], list[str]]:
     """The finished runs under ``sweep_dir`` (trained to train.steps) and notes on the others."""
-    from icl.sweeps import run_state
+    from icl.runstate import run_state
 
     if not sweep_dir.is_dir():
         raise ICLError(f"sweep directory not found: {sweep_dir}")
@@ -638,15 +639,14 @@ def _frequency_prior(runs: list[Run]) -> np.ndarray | None:
 def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None = None, device: str = "cpu") -> Path:
     """Write report.md, CSV tables and PNG plots for the finished runs under ``sweep_dir``."""
     runs, skipped = collect_runs(sweep_dir)
-    if n_prompts is not None and n_prompts < 1:
-        raise ICLError(f"--n-prompts: got {n_prompts}; allowed: an integer >= 1")
-    n_prompts = n_prompts or runs[0].cfg.eval.n_prompts
     cfg = runs[0].cfg
+    if n_prompts is not None:
+        check_evaluation(cfg, n_prompts, "--n-prompts")  # the range, and memory for the largest run
+    n_prompts = n_prompts or cfg.eval.n_prompts
     d, k = cfg.data.n_dims, table_k(cfg, cfg.data.n_points)
-    out = out or sweep_dir / "report"
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    out = Path(out) if out else sweep_dir / "report"
+    outputs.check_replaceable(out, outputs.REPORT, "--out")  # before any evaluation
+    partial = outputs.begin(out, outputs.REPORT)
     notes = list(skipped)
     try:
         classes = eval_classes(runs)
@@ -675,10 +675,9 @@ def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None
             parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
         atomic_write(partial / "report.md", "\n".join(parts))
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        outputs.discard(partial)
         raise
-    shutil.rmtree(out, ignore_errors=True)
-    partial.rename(out)
+    outputs.commit(partial, out, outputs.REPORT, "--out")
     return out
 
 

@@ -26,21 +26,22 @@ from typing import Any
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.6 vs torch 2.13
 
 import lightning as L  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from icl.checkpoint import AtomicCheckpointIO, resume_checkpoint
+from icl import outputs, runstate
+from icl.checkpoint import LAST, AtomicCheckpointIO, resume_checkpoint
 from icl.config import Config, from_dict, load_config, save_config, to_dict
-from icl.errors import DIVERGED_FILE, ICLError, NonFiniteError
+from icl.errors import DIVERGED_FILE, ICLError, NonFiniteError, WriteError
 from icl.evaluation.run import PeriodicEval, evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
-from icl.model import ICLTransformer
+from icl.interrupts import StopOnSignal
+from icl.resources import check_resources, checkpoint_bytes
 from icl.trackers import MetricsCommit, build_loggers
 from icl.training import ICLModule
+from icl.yamlio import read_yaml
 
 CONFIG_FILE = "config.yaml"
 RESUME_LOG = "resume.log"
@@ -74,15 +75,26 @@ def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) ->
         raise ICLError(f"run directory {path} is a file; allowed: a new or existing directory")
     quiet_lightning()
     check_hardware(cfg)  # before anything is deleted or created
+    check_resources(cfg)
     check_disk(cfg, path, 0)
-    if path.exists() and any(path.iterdir()):
-        if not overwrite:
+    occupied = outputs.holds_files(path)
+    if occupied and not overwrite:
+        if outputs.is_run(path):
             raise ICLError(
                 f"run directory {path} exists; use --resume {path} to continue it, --overwrite to replace it, "
                 "or name=... for a new run"
             )
-        shutil.rmtree(path)
-    check_writable(path)
+        raise ICLError(
+            f"run directory {path} exists and is not an icl run directory; allowed: a new or empty path, "
+            "or name=... for a new run"
+        )
+    outputs.check_replaceable(path, outputs.RUN, "--overwrite" if overwrite else "run directory")
+    check_writable(path)  # creates a new run directory; a run that cannot be written again is not cleared
+    runstate.acquire(path)  # refused while another process trains it; held until train() ends
+    if occupied:
+        outputs.clear_run(path)  # keeps the lock file
+        check_writable(path)  # recreates checkpoints/
+    outputs.mark(path, outputs.RUN)
     save_config(cfg, path / CONFIG_FILE)
     return path
 
@@ -128,14 +140,6 @@ def check_writable(run_dir: Path) -> None:
         raise ICLError(
             f"run directory {run_dir} is not writable ({e.strerror or e}); allowed: a writable path"
         ) from None
-
-
-def checkpoint_bytes(cfg: Config) -> int:
-    """Estimated size of one checkpoint: the weights and Adam's two moments."""
-    with torch.device("meta"):  # shapes only, no memory
-        model = ICLTransformer(cfg.model, cfg.data.n_dims)
-    itemsize = 8 if cfg.train.precision == "64-true" else 4
-    return 3 * itemsize * sum(p.numel() for p in model.parameters())
 
 
 def check_disk(cfg: Config, run_dir: Path, start_step: int) -> None:
@@ -199,17 +203,18 @@ def load_run_config(run_dir: str | Path, overrides: list[str]) -> Config:
     cfg = load_config([path], overrides)
     if not any(item.startswith("name=") for item in overrides):
         # load_config names an unnamed run after its last YAML file, here "config"; keep the run's own name
-        cfg.name = str(yaml.safe_load(path.read_text()).get("name") or "")
+        cfg.name = str(read_yaml(path).get("name") or "")
     return cfg
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = True) -> dict[str, Any]:
     """Train (or continue) the run in ``run_dir``; return the final evaluation records."""
     quiet_lightning()
-    ckpt_path = resume_step = keep_rows = None
+    ckpt_path = resume_step = keep_rows = seen = None
     changes: list[str] = []
     if resume:
         ckpt_path, ckpt = resume_checkpoint(run_dir)
+        seen = _checkpoint_files(run_dir)
         resume_step = int(ckpt["global_step"])
         if resume_step >= cfg.train.steps:
             raise ICLError(
@@ -220,12 +225,30 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         keep_rows = ckpt.get("icl_metrics_rows")
         del ckpt  # fit() reads the file again
     check_hardware(cfg)
-    if not secondary_rank():
-        check_writable(run_dir)
-        check_disk(cfg, run_dir, resume_step or 0)
+    if secondary_rank():
+        return _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate)
+    check_resources(cfg)
+    check_writable(run_dir)
+    check_disk(cfg, run_dir, resume_step or 0)
+    with runstate.locked(run_dir):  # every check above only read; from here on this process writes
+        if resume and _checkpoint_files(run_dir) != seen:
+            raise ICLError(
+                f"--resume {run_dir}: its checkpoints changed while this resume started (another process wrote "
+                "them); allowed: run the command again"
+            )
+        return _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate)
+
+
+def _checkpoint_files(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """Name -> (size, mtime) of the run's checkpoints: a cheap witness that none changed."""
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").glob("*.ckpt")}
+
+
+def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> dict[str, Any]:
     config = to_dict(cfg)
     tcfg = cfg.train
     module = ICLModule(config)
+    last = run_dir / "checkpoints" / LAST
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="step={step:07d}",
@@ -234,7 +257,8 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         save_top_k=-1,
         save_last=True,
     )
-    callbacks: list[Any] = [checkpoints, MetricsCommit()]
+    stop = StopOnSignal(last, run_dir)
+    callbacks: list[Any] = [stop, checkpoints, MetricsCommit()]
     if cfg.eval.every:
         callbacks.append(PeriodicEval(cfg))
     if tcfg.progress_bar:
@@ -259,7 +283,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
         use_distributed_sampler=False,
     )
     if not secondary_rank():
-        if resume:
+        if ckpt_path is not None:
             for stale in (run_dir / "checkpoints").glob("*" + TMP_SUFFIX):
                 stale.unlink()  # a save cut short by a kill; the file it was replacing is intact
             save_config(cfg, run_dir / CONFIG_FILE)
@@ -269,12 +293,27 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
     if not secondary_rank():
         marker.unlink(missing_ok=True)  # a resume (e.g. with train.nonfinite=skip) tries again
     try:
-        trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        with stop.installed():
+            trainer.fit(module, ckpt_path=str(ckpt_path) if ckpt_path else None)
+            trainer.save_checkpoint(last)
     except NonFiniteError as e:
+        if e.step is not None and runstate.newest_checkpoint(run_dir) is None:
+            e = NonFiniteError(e.step, checkpointed=False)
         if not secondary_rank():
             atomic_write(marker, f"{e}\n")  # `icl sweep` does not retry a diverged point
-        raise
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+        raise e from None
+    except OSError as e:
+        raise WriteError(
+            f"{e.filename or run_dir}: {e.strerror or e}; training stopped at step {trainer.global_step} and "
+            f"every checkpoint already in {run_dir / 'checkpoints'} is intact (free space or fix the permission, "
+            f"then `icl train --resume {run_dir}`)"
+        ) from None
+    if module.skipped_steps and not secondary_rank():
+        print(
+            f"icl: warning: train.nonfinite=skip skipped {module.skipped_steps} of {trainer.global_step} steps "
+            "(non-finite loss or gradient; train/skipped_steps in metrics.csv)",
+            file=sys.stderr,
+        )
     if not evaluate or trainer.global_rank != 0:
         return {}
     return evaluate_suite(module.model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")

@@ -5,6 +5,7 @@ parameters and label noise come from separate streams."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -17,6 +18,9 @@ from icl.rng import Domain, Stream, generator
 from icl.tasks import FunctionClass, Params, build_task
 
 MIXINGS = ("per_sequence", "per_batch")
+# Each loader worker is a process holding its own interpreter and torch; a few keep any device fed
+# (sampling is <= 1% of a step), and thousands would exhaust the process table before memory.
+MAX_WORKERS = 128
 
 
 @dataclasses.dataclass
@@ -77,7 +81,8 @@ class PretrainMixture:
         if mixing not in MIXINGS:
             raise ICLError(f"data.mixing: got {mixing!r}; allowed: {', '.join(MIXINGS)}")
         weights = [c.weight for c in components]
-        if any(w < 0 for w in weights) or abs(sum(weights) - 1.0) > 1e-6:
+        # Written so that NaN fails: a NaN weight would otherwise pass both tests.
+        if not (all(0 <= w < math.inf for w in weights) and abs(sum(weights) - 1.0) <= 1e-6):
             raise ICLError(f"data.mixture weights: got {weights}; allowed: non-negative numbers summing to 1")
         self.components = components
         self.mixing = mixing
@@ -90,8 +95,8 @@ class PretrainMixture:
         components = []
         for i, spec in enumerate(specs):
             spec = spec if isinstance(spec, ComponentConfig) else ComponentConfig(**spec)
-            if spec.noise_std < 0:
-                raise ICLError(f"data.mixture[{i}].noise_std: got {spec.noise_std}; allowed: a number >= 0")
+            if not 0 <= spec.noise_std < math.inf:  # NaN noise would silently mean no noise
+                raise ICLError(f"data.mixture[{i}].noise_std: got {spec.noise_std}; allowed: a finite number >= 0")
             try:
                 task = build_task(spec.name, spec.params)
                 task.check(n_dims)
@@ -167,8 +172,8 @@ class Sampler:
         for field in ("n_dims", "n_points", "batch_size"):
             if getattr(cfg, field) < 1:
                 raise ICLError(f"data.{field}: got {getattr(cfg, field)}; allowed: an integer >= 1")
-        if cfg.num_workers < 0:
-            raise ICLError(f"data.num_workers: got {cfg.num_workers}; allowed: an integer >= 0")
+        if not 0 <= cfg.num_workers <= MAX_WORKERS:
+            raise ICLError(f"data.num_workers: got {cfg.num_workers}; allowed: an integer in 0..{MAX_WORKERS}")
         cfg.inputs.check()
         self.cfg = cfg
         self.seed = seed

@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
+from icl import runstate
 from icl.config import Config, load_config
 from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
 from icl.fileio import atomic_write
+from icl.yamlio import read_yaml
 
 ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
 # Top-level keys of W&B's sweep schema that a grid sweep of `icl` can use (W&B refuses others).
@@ -116,12 +118,7 @@ def _survives_command_line(value: Any) -> bool:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file's structure (configs are checked by ``check``)."""
     path = Path(path)
-    if not path.is_file():
-        raise ICLError(f"sweep file not found: {path}")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ICLError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    spec = read_yaml(path, "sweep file")
     if not isinstance(spec, dict):
         raise ICLError(f"{path}: top level must be a W&B sweep mapping (method, parameters, command, ...)")
     unknown = [k for k in spec if k not in WANDB_KEYS]
@@ -215,66 +212,6 @@ def parse_point(sweep: Sweep, overrides: list[str]) -> Point:
     return Point(sweep.run_name(values), {k: values[k] for k in sweep.parameters})
 
 
-def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """(global step, path) of the run's most advanced checkpoint: last.ckpt, or a periodic
-    step=N.ckpt written just before a kill that came before last.ckpt was replaced."""
-    from icl.checkpoint import read_checkpoint
-
-    found = []
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        try:
-            found.append((int(read_checkpoint(last)["global_step"]), last))
-        except ICLError:
-            pass  # unreadable: the periodic files below, or `icl train --resume`, decide
-    for path in (run_dir / "checkpoints").glob("step=*.ckpt"):
-        if re.fullmatch(r"step=\d+\.ckpt", path.name):
-            found.append((int(path.stem.split("=")[1]), path))
-    return max(found, key=lambda f: f[0]) if found else None  # on a tie, last.ckpt (listed first)
-
-
-def run_state(run_dir: Path, steps: int) -> str:
-    """absent | empty (no checkpoint yet) | partial | diverged (stopped by the non-finite guard;
-    not retried) | trained (no final evaluation) | done."""
-    if (run_dir / DIVERGED_FILE).is_file():
-        return "diverged"
-    if not (run_dir / "config.yaml").is_file():
-        return "absent" if not run_dir.exists() or not any(run_dir.iterdir()) else "empty"
-    newest = newest_checkpoint(run_dir)
-    if newest is None:
-        return "empty"
-    if newest[0] < steps:
-        return "partial"
-    return "done" if (run_dir / "eval" / "in_distribution" / "summary.md").is_file() else "trained"
-
-
-def lock_path(run_dir: Path) -> Path:
-    return run_dir.parent / "locks" / f"{run_dir.name}.lock"  # outside the run directory, which may be replaced
-
-
-def lock_point(run_dir: Path):
-    """An exclusive lock on the point ``run_dir`` for the life of this process (released by the OS when
-    the process ends, even by SIGKILL), or None when another process holds it. POSIX only:
-    elsewhere always granted."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        return open(os.devnull)
-    path = lock_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{socket.gethostname()} pid {os.getpid()}\n")
-    handle.flush()
-    return handle
-
-
 def _under_agent() -> bool:
     return bool(os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"))
 
@@ -294,11 +231,8 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
         cfg.train.wandb.project = os.environ.get("WANDB_PROJECT") or cfg.train.wandb.project
         cfg.train.wandb.entity = os.environ.get("WANDB_ENTITY") or cfg.train.wandb.entity
         cfg.train.wandb.group = cfg.train.wandb.group or sweep.name
-    lock = lock_point(run_dir)
-    if lock is None:
-        holder = lock_path(run_dir).read_text().strip()
-        raise ICLError(f"{run_dir}: being trained by another process ({holder}); allowed: one process per point")
-    state = run_state(run_dir, cfg.train.steps)
+    runstate.acquire(run_dir)  # held until this process ends
+    state = runstate.run_state(run_dir, cfg.train.steps)
     print(f"{sweep.name}/{point.name}: {state} ({run_dir})", file=sys.stderr)
     if state == "done":
         return "skipped"
@@ -315,7 +249,7 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
         from icl.checkpoint import load_model
         from icl.evaluation.run import evaluate_suite
 
-        model, _ = load_model(newest_checkpoint(run_dir)[1])
+        model, _ = load_model(runstate.newest_checkpoint(run_dir)[1])
         evaluate_suite(model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
         return "evaluated"
     runs.train(cfg, run_dir, resume=state == "partial")
@@ -330,15 +264,6 @@ def _write_manifest(sweep: Sweep, sweep_dir: Path) -> None:
         atomic_write(target, text)
 
 
-def _free(run_dir: Path) -> bool:
-    if not lock_path(run_dir).is_file():
-        return True
-    lock = lock_point(run_dir)
-    if lock is not None:
-        lock.close()
-    return lock is not None
-
-
 def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
     """Run every grid point here, ``workers`` at a time, each as the sweep's own command in a
     child process (so a crash or kill costs at most the points in flight). Returns an exit code."""
@@ -349,14 +274,14 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
     todo, failed = [], []
     for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
         run_dir = sweep.sweep_dir(cfg) / point.name
-        state = run_state(run_dir, cfg.train.steps)
+        state = runstate.run_state(run_dir, cfg.train.steps)
         tag = f"[{i}/{len(points)}] {point.name}"
         if dry_run:
             print(f"{tag}: {state}\n    {' '.join(_shell(a) for a in agent_argv(sweep, point.values))}")
         elif state == "done":
             print(f"{tag}: skipped (finished: {run_dir})", flush=True)
-        elif not _free(run_dir):
-            print(f"{tag}: skipped (being trained by another process: {lock_path(run_dir)})", flush=True)
+        elif holder := runstate.lock_holder(run_dir):
+            print(f"{tag}: skipped (being trained by another process: {holder})", flush=True)
         elif state == "diverged":
             print(f"{tag}: DIVERGED earlier, not retried (delete {run_dir / DIVERGED_FILE} to retry)", flush=True)
             failed.append(tag)

@@ -76,8 +76,13 @@ class TrainConfig:
     def check(self) -> None:
         if self.steps < 1:
             raise ICLError(f"train.steps: got {self.steps}; allowed: an integer >= 1")
+        # Comparisons are written so that NaN fails them; config.check_numbers refuses infinities.
         if not self.lr > 0:
             raise ICLError(f"train.lr: got {self.lr}; allowed: a number > 0")
+        if not self.eps > 0:  # Adam divides by sqrt(v) + eps
+            raise ICLError(f"train.eps: got {self.eps}; allowed: a number > 0")
+        if not self.weight_decay >= 0:
+            raise ICLError(f"train.weight_decay: got {self.weight_decay}; allowed: a number >= 0")
         if self.optimizer not in OPTIMIZERS:
             raise ICLError(f"train.optimizer: got {self.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -90,7 +95,7 @@ class TrainConfig:
             raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ICLError(f"train.betas: got {list(self.betas)}; allowed: two numbers in [0, 1)")
-        if self.grad_clip < 0:
+        if not self.grad_clip >= 0:
             raise ICLError(f"train.grad_clip: got {self.grad_clip}; allowed: a number >= 0 (0 = off)")
         if self.precision not in PRECISIONS:
             raise ICLError(f"train.precision: got {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
@@ -318,6 +323,12 @@ class ICLModule(L.LightningModule):
             if not finite:
                 for p in params:
                     p.grad = None
+                if self.skipped_steps == 0 and self.global_rank == 0:
+                    print(
+                        f"icl: warning: non-finite loss or gradient at step {self.global_step}: update skipped "
+                        "(train.nonfinite=skip); later skips are counted in train/skipped_steps",
+                        file=sys.stderr,
+                    )
                 self.skipped_steps += 1
         elif self._check_on_host():  # stop before the update
             if not finite:
@@ -414,3 +425,21 @@ class ICLModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = checkpoint.get("icl_skipped_steps", 0)
+        self._optimiser_settings_from_config(checkpoint)
+
+    def _optimiser_settings_from_config(self, checkpoint: dict[str, Any]) -> None:
+        """The resumed run's train.lr, schedule, betas, eps and weight decay, not the checkpoint's.
+
+        Lightning restores the optimiser's param groups and the scheduler's base lr after this
+        hook, from this dict, which would silently keep the old values. With an unchanged config
+        the values written here equal the stored ones bit for bit (the same product LambdaLR
+        computes), so an ordinary resume stays exact."""
+        t = self.cfg.train
+        step = int(checkpoint["global_step"])
+        lr = t.lr * lr_factor(step, t.schedule, t.warmup_steps)
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state["param_groups"]:
+                group.update(lr=lr, initial_lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+        for sched in checkpoint.get("lr_schedulers", []):
+            sched["base_lrs"] = [t.lr] * len(sched["base_lrs"])
+            sched["_last_lr"] = [lr] * len(sched["base_lrs"])

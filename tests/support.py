@@ -14,3 +14,15 @@ TINY = [
     "train.checkpoint_every=3",
     "eval.n_prompts=20",
 ]
+
+
+def hold_lock(run_dir):
+    """Another process holding the run lock of ``run_dir`` until the caller kills it."""
+    import subprocess
+    import sys
+
+    code = f"from icl import runstate; import time; runstate.acquire({str(run_dir)!r}); print('held', flush=True); "
+    code += "time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

@@ -1,17 +1,17 @@
 """Evaluating a model on a suite: builds the predictors (model and baselines), runs every
 scenario's error curves, and writes curves, sweep tables, 1-D prediction sweeps and a summary.
-Results appear only when complete: they are written to ``<out>.partial`` and renamed."""
+Results appear only when complete: written to ``<out>.partial``, then renamed (icl/outputs.py)."""
 
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from icl import outputs
 from icl.baselines import build_baseline
 from icl.baselines.bayes import BayesMixture
 from icl.config import Config
@@ -19,10 +19,12 @@ from icl.errors import ICLError
 from icl.evaluation.curves import error_curves
 from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
-from icl.fileio import atomic_write, fsync_dir
+from icl.fileio import atomic_write
+from icl.resources import MAX_PROMPTS, check_evaluation
 from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
+OUT_FLAG = "--out"  # how messages about the output directory name it (`icl eval --out`, default RUN/eval/SUITE)
 BAYES = {
     "bayes": "Bayes-optimal for the scenario's distribution",
     "bayes_train": "Bayes-optimal for the training mixture",
@@ -92,43 +94,49 @@ def evaluate_suite(
     baselines: list[str] | None = None,
     n_prompts: int | None = None,
     convention: str = "mse",
+    check_memory: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``model`` (an ICLTransformer trained with ``cfg``) on ``suite``; write to
-    ``out_dir``; return {scenario name: JSON record}."""
+    ``out_dir``; return {scenario name: JSON record}. ``check_memory``: refuse, before any work, an
+    evaluation whose estimated memory exceeds what this machine has (off for the end-of-training
+    evaluation, which the run's pre-flight estimate already includes)."""
+    out_dir = Path(out_dir)
+    # Before any work: the CLI checks too, but training and sweeps call this directly.
+    outputs.check_replaceable(out_dir, outputs.EVAL, OUT_FLAG)
     if convention not in CONVENTIONS:
         raise ICLError(f"--convention: got {convention!r}; allowed: {', '.join(CONVENTIONS)}")
     names = list(cfg.eval.baselines if baselines is None else baselines)
     built = build_baselines(names, cfg.data.n_dims)
+    field = "eval.n_prompts" if n_prompts is None else "--n-prompts"
     n_prompts = cfg.eval.n_prompts if n_prompts is None else n_prompts
-    if n_prompts < 1:
-        raise ICLError(f"--n-prompts: got {n_prompts}; allowed: an integer >= 1")
+    if not 1 <= n_prompts <= MAX_PROMPTS:
+        raise ICLError(f"{field}: got {n_prompts}; allowed: an integer in 1..{MAX_PROMPTS}")
     sampler = Sampler(cfg.data, cfg.eval.seed)
     scenarios = build_suite(suite, cfg, sampler.mixture)
+    if check_memory:
+        check_evaluation(
+            cfg,
+            n_prompts,
+            field,
+            n_predictors=1 + len(built) + sum(n in BAYES for n in names),
+            n_points=max(sc.n_points or cfg.data.n_points for sc in scenarios),
+            skewed=any((sc.inputs or cfg.data.inputs).covariance != "isotropic" for sc in scenarios),
+        )
     for sc in scenarios:
         n = sc.n_points or cfg.data.n_points
         if n > cfg.model.max_points:
             raise ICLError(f"scenario {sc.name}: {n} points; the model takes at most {cfg.model.max_points}")
     device = next(model.parameters()).device
     model.eval()
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = outputs.begin(out_dir, outputs.EVAL)
     try:
         records = _run_scenarios(
             model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite
         )
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # never leave a partial result behind
+        outputs.discard(partial)  # never leave a partial result behind
         raise
-    # Swap in the new results without a moment where neither set exists: a kill between the
-    # renames leaves the previous results in <out>.old and the new ones in <out>.partial.
-    previous = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(previous, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(previous)
-    partial.rename(out_dir)
-    fsync_dir(out_dir.parent)
-    shutil.rmtree(previous, ignore_errors=True)
+    outputs.commit(partial, out_dir, outputs.EVAL, OUT_FLAG)
     return records
 
 

@@ -3,6 +3,7 @@ a ``FunctionClass``. Registry keys equal the config names."""
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any
@@ -45,6 +46,8 @@ def _check_type(field: str, value: Any, hint: Any) -> Any:
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every range check written as x < lo
+                raise ICLError(f"{field}: got {value!r}; allowed: a finite number")
             return float(value)
         if origin is list and isinstance(value, (list, tuple)):
             return list(value)

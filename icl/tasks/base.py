@@ -35,6 +35,12 @@ class FunctionClass:
     def apply(self, params: Params, xs: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def floats_per_sequence(self, n_points: int, n_dims: int) -> int:
+        """About how many floats ``sample_params`` and ``apply`` hold at once per sequence: the
+        memory estimate of a batch (icl/resources.py) sums it over the mixture. The default fits
+        classes whose parameters are O(n_dims) vectors."""
+        return 4 * n_dims + 2 * n_points
+
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]

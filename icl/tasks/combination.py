@@ -59,6 +59,9 @@ class ConvexCombination(FunctionClass):
         for part in self.parts:
             part.check(n_dims)
 
+    def floats_per_sequence(self, n_points: int, n_dims: int) -> int:
+        return sum(part.floats_per_sequence(n_points, n_dims) for part in self.parts) + n_points
+
     def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
         return {f"c{k}": part.sample_params(n, n_dims, generator) for k, part in enumerate(self.parts)}
 

@@ -20,6 +20,10 @@ class DenseLinear(FunctionClass):
     normalize: bool = True
     w_scale: float = 1.0  # multiplies w: > 1 or < 1 gives paper 2's "weights scaled" shift
 
+    def check(self, n_dims: int) -> None:
+        # The prior's scale: 0 would make every function 0 and the Bayes posterior undefined.
+        require(self.w_scale > 0, "dense_linear.w_scale", "a number > 0", self.w_scale)
+
     def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
         return {"w": gaussian((n, n_dims), generator) * self.w_scale}
 
@@ -44,6 +48,7 @@ class SparseLinear(FunctionClass):
 
     def check(self, n_dims: int) -> None:
         require(1 <= self.nnz <= n_dims, "sparse_linear.nnz", f"an integer in 1..{n_dims} (the input dims)", self.nnz)
+        require(self.w_scale > 0, "sparse_linear.w_scale", "a number > 0", self.w_scale)
 
     def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
         k = min(self.nnz, n_dims)

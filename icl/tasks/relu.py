@@ -24,6 +24,10 @@ class ReluNet(FunctionClass):
     def check(self, n_dims: int) -> None:
         require(self.hidden >= 1, "relu_2nn.hidden", "an integer >= 1", self.hidden)
 
+    def floats_per_sequence(self, n_points: int, n_dims: int) -> int:
+        # W (hidden, d) and b, then the hidden layer (n_points, hidden) before and after the relu.
+        return self.hidden * (n_dims + 1 + 2 * n_points) + n_points
+
     def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
         w_std = math.sqrt(2.0) if self.normalize else 1.0
         return {

@@ -14,11 +14,13 @@ import pytest
 import torch
 from support import TINY
 
+from icl import resources
 from icl.cli import main
 from icl.config import load_config
 from icl.runs import prepare_new_run, train
 
 NEW = [*TINY, "train.steps=4", "--no-eval"]  # a valid new run, made bad by one extra argument
+AVAILABLE = 16 * 10**9  # bytes of memory the catalogue pretends are free
 
 # (id, argv, regex the one stderr line must match). Paths are relative to the fixture directory.
 CASES = [
@@ -27,12 +29,22 @@ CASES = [
     ("config_file_not_yaml", ["train", "bad.yaml"], r"bad\.yaml: not valid YAML"),
     ("config_file_not_a_mapping", ["train", "list.yaml"], r"list\.yaml: top level must be a mapping"),
     ("config_file_unknown_section", ["train", "typo.yaml"], r"typo\.yaml: unknown key 'modle'; allowed keys.*model"),
+    ("config_file_binary", ["train", "binary.yaml"], r"binary\.yaml: not a text file \(NUL byte at offset 8\)"),
+    ("config_file_not_utf8", ["train", "latin1.yaml"], r"latin1\.yaml: not a text file \(byte 0xe9 at offset 17"),
+    ("config_file_empty", ["train", "empty.yaml"], r"empty\.yaml: empty config file; allowed: a mapping of config sec"),
+    ("config_file_only_comments", ["train", "comments.yaml"], r"comments\.yaml: empty config file; allowed: a mapping"),
+    ("config_file_too_large", ["train", "huge.yaml"], r"huge\.yaml: 1100000 bytes; allowed: .* at most 1 MiB"),
+    ("config_file_is_a_directory", ["train", "adir.yaml"], r"adir\.yaml: not a regular file; allowed: a YAML config"),
+    ("yaml_alias_bomb", ["train", "bomb.yaml"], r"bomb\.yaml: expands to more than 100000 values through aliases"),
+    ("yaml_nested_too_deep", ["train", "deep.yaml"], r"deep\.yaml: nested deeper than 32 levels at line 1"),
     # overrides
     ("override_unknown_key", ["train", "foo=1"], r"unknown key 'foo'; allowed keys here: seed, name"),
     ("override_misspelt_key", ["train", "model.n_layers=2"], r"unknown key 'model\.n_layers'; allowed.*n_layer"),
     ("override_wrong_type", ["train", "data.n_dims=x"], r"data\.n_dims: Value 'x'.*Integer"),
     ("override_list_for_int", ["train", "data.n_dims=[1,2]"], r"data\.n_dims: .*could not be converted to Integer"),
     ("override_without_key", ["train", "=3"], r"allowed form is key=value"),
+    ("override_undefined_alias", ["train", "train.lr=*a"], r"override 'train\.lr=\*a': train\.lr: Value '\*a'"),
+    ("override_interpolation_loop", ["train", "train.lr=${train.lr}"], r"train\.lr: Recursive interpolation.*allowed"),
     ("unknown_function_class", ["train", "data.mixture.0.name=nope"], r"unknown function class 'nope'; allowed: "),
     ("unknown_task_parameter", ["train", "data.mixture=[{name: sparse_linear, params: {k: 2}}]"], r"unknown param"),
     ("sparsity_above_dims", ["train", *TINY, "data.mixture=[{name: sparse_linear, params: {nnz: 5}}]"], r"nnz.*1\.\.3"),
@@ -42,8 +54,35 @@ CASES = [
         ["train", "data.mixture=[{name: dense_linear, weight: -1}, {name: sparse_linear, weight: 2}]"],
         r"non-negative",
     ),
+    (
+        "mixture_weight_nan",
+        ["train", "data.mixture=[{name: dense_linear, weight: .nan}, {name: sparse_linear, weight: 0.5}]"],
+        r"data\.mixture weights: got \[nan, 0\.5\]; allowed: non-negative numbers summing to 1",
+    ),
+    ("noise_std_nan", ["train", "data.mixture.0.noise_std=.nan"], r"mixture\[0\]\.noise_std: got nan; allowed: a fin"),
+    ("task_parameter_inf", ["train", "data.mixture.0.params.w_scale=.inf"], r"w_scale: got inf; allowed: a finite"),
+    ("task_parameter_zero", ["train", "data.mixture.0.params.w_scale=0"], r"w_scale: got 0\.0; allowed: a number > 0"),
+    (
+        "sinusoid_frequency_nan",
+        ["train", "data.n_dims=1", "data.mixture=[{name: sinusoid, params: {freq: .nan}}]"],
+        r"data\.mixture\[0\]: sinusoid\.freq: got nan; allowed: a finite number",
+    ),
+    (
+        "task_too_large",
+        ["train", "data.mixture=[{name: relu_2nn, params: {hidden: 1000000000}}]"],
+        r"data\.mixture\[0\]\.params\.hidden=1000000000: about 9\.5 million parameters, training needs about",
+    ),
     ("mixture_not_a_list", ["train", "data.mixture=5"], r"data\.mixture: .*not a ListConfig"),
     ("batch_size_zero", ["train", "data.batch_size=0"], r"data\.batch_size: got 0; allowed: an integer >= 1"),
+    (
+        "batch_too_large",
+        ["train", "data.batch_size=1000000000"],
+        r"data\.batch_size=1000000000: about 9\.5 million parameters, training needs about .* PB of memory .* "
+        r"available; allowed: a model and batch that fit",
+    ),
+    ("workers_too_many", ["train", "data.num_workers=100000"], r"data\.num_workers: got 100000; allowed: .* 0\.\.128"),
+    ("input_shift_nan", ["train", "data.inputs.shift=.nan"], r"inputs\.shift: got nan; allowed: a finite number"),
+    ("input_scale_inf", ["train", "data.inputs.scale=.inf"], r"inputs\.scale: got inf; allowed: a finite number > 0"),
     ("input_covariance", ["train", "data.inputs.covariance=banana"], r"covariance: got 'banana'; allowed: isotropic"),
     (
         "curriculum_start_above_end",
@@ -53,8 +92,23 @@ CASES = [
     ("heads_do_not_divide_width", ["train", "model.n_embd=30", "model.n_head=4"], r"a multiple of model\.n_head"),
     ("prompt_longer_than_positions", ["train", "data.n_points=200"], r"at most model\.max_points \(101\)"),
     ("dropout_out_of_range", ["train", "model.dropout=1.5"], r"model\.dropout: got 1\.5; allowed: a number in \[0, 1"),
+    ("dropout_nan", ["train", "model.dropout=.nan"], r"model\.dropout: got nan; allowed: a number in \[0, 1\)"),
+    (
+        "model_too_large",
+        ["train", "model.n_layer=100000"],
+        r"model\.n_layer=100000: about 79 billion parameters, training needs about .* TB of memory \(weights and "
+        r"Adam state .*\), .* available; allowed: a model and batch that fit",
+    ),
     ("steps_zero", ["train", "train.steps=0"], r"train\.steps: got 0; allowed: an integer >= 1"),
     ("learning_rate_negative", ["train", "train.lr=-1"], r"train\.lr: got -1\.0; allowed: a number > 0"),
+    ("learning_rate_inf", ["train", "train.lr=.inf"], r"train\.lr: got inf; allowed: a finite number"),
+    ("learning_rate_nan_text", ["train", "train.lr=nan"], r"train\.lr: got nan; allowed: a number > 0"),
+    ("learning_rate_overflow", ["train", "train.lr=1e999"], r"train\.lr: got inf; allowed: a finite number"),
+    ("train_eps_negative", ["train", "train.eps=-1"], r"train\.eps: got -1\.0; allowed: a number > 0"),
+    ("train_eps_nan", ["train", "train.eps=.nan"], r"train\.eps: got nan; allowed: a number > 0"),
+    ("weight_decay_negative", ["train", "train.weight_decay=-5"], r"train\.weight_decay: got -5\.0; allowed: a num"),
+    ("betas_nan", ["train", "train.betas=[.nan,0.999]"], r"train\.betas: got \[nan, 0\.999\]; allowed: two numbers"),
+    ("grad_clip_inf", ["train", "train.grad_clip=.inf"], r"train\.grad_clip: got inf; allowed: a finite number"),
     ("optimizer_unknown", ["train", "train.optimizer=sgd"], r"train\.optimizer: got 'sgd'; allowed: adam, adamw"),
     ("schedule_unknown", ["train", "train.schedule=cosine"], r"allowed: constant, warmup_rsqrt"),
     ("rsqrt_without_warmup", ["train", "train.schedule=warmup_rsqrt"], r"train\.warmup_steps: got 0; allowed: .*>= 1"),
@@ -63,7 +117,23 @@ CASES = [
     ("wandb_mode_unknown", ["train", "train.wandb.mode=cloud"], r"allowed: offline, online, disabled"),
     ("nonfinite_policy_unknown", ["train", "train.nonfinite=ignore"], r"train\.nonfinite: got 'ignore'; allowed: stop"),
     ("run_name_with_slash", ["train", "name=a/b"], r"name: got 'a/b'; allowed: letters, digits"),
-    ("config_eval_prompts_zero", ["train", "eval.n_prompts=0"], r"eval\.n_prompts: got 0; allowed: an integer >= 1"),
+    ("config_eval_prompts_zero", ["train", "eval.n_prompts=0"], r"eval\.n_prompts: got 0; allowed: an integer in 1"),
+    (
+        "config_eval_prompts_too_many",
+        ["train", "eval.n_prompts=1000000000"],
+        r"eval\.n_prompts: got 1000000000; allowed: an integer in 1\.\.1000000",
+    ),
+    ("eval_label_noise_negative", ["train", "eval.label_noise=-1"], r"eval\.label_noise: got -1\.0; allowed: a n"),
+    ("eval_label_noise_nan", ["train", "eval.label_noise=.nan"], r"eval\.label_noise: got nan; allowed: a number >= 0"),
+    ("eval_scale_nan", ["train", "eval.scales=[1.0,.nan]"], r"eval\.scales\[1\]: got nan; allowed: finite numbers > 0"),
+    ("eval_frequency_negative", ["train", "eval.frequencies=[-1]"], r"eval\.frequencies\[0\]: got -1\.0; allowed"),
+    ("eval_convex_coef_above_1", ["train", "eval.convex_coefs=[1.5]"], r"eval\.convex_coefs\[0\]: got 1\.5; allowed"),
+    ("eval_table_k_too_large", ["train", "eval.table_k=41"], r"eval\.table_k: got 41; allowed: an integer in 0\.\.40"),
+    (
+        "eval_seed_beyond_64_bits",
+        ["train", "eval.seed=99999999999999999999"],
+        r"eval\.seed: got 99999999999999999999; allowed: an integer of at most 64 bits",
+    ),
     (
         "config_eval_baseline_unknown",
         ["train", "eval.baselines=[nope]"],
@@ -125,8 +195,18 @@ CASES = [
     ("eval_scenario_impossible", ["eval", "run", "--suite", "length"], r"longer_prompts: .*allowed only for models"),
     ("eval_baseline_unknown", ["eval", "run", "--baselines", "nope"], r"unknown baseline 'nope'; allowed: "),
     ("eval_checkpoint_baseline_empty", ["eval", "run", "--baselines", "checkpoint:"], r"checkpoint:PATH"),
-    ("eval_prompts_zero", ["eval", "run", "--n-prompts", "0"], r"--n-prompts: got 0; allowed: an integer >= 1"),
+    ("eval_prompts_zero", ["eval", "run", "--n-prompts", "0"], r"--n-prompts: got 0; allowed: an integer in 1\.\."),
     ("eval_prompts_not_int", ["eval", "run", "--n-prompts", "abc"], r"--n-prompts: invalid int value: 'abc'"),
+    (
+        "eval_prompts_too_many",
+        ["eval", "run", "--n-prompts", "1000000000"],
+        r"--n-prompts: got 1000000000; allowed: an integer in 1\.\.1000000",
+    ),
+    (
+        "eval_prompts_beyond_memory",
+        ["eval", "run", "--n-prompts", "1000000"],
+        r"--n-prompts 1000000: evaluation needs about .* GB of memory, 16 GB available; allowed: at most \d+ prompts",
+    ),
     ("eval_convention_unknown", ["eval", "run", "--convention", "l1"], r"--convention: got 'l1'; allowed: mse"),
     ("eval_device_unknown", ["eval", "run", "--device", "gpu0"], r"--device: got 'gpu0', not a torch device type"),
     ("eval_device_absent", ["eval", "run", "--device", "cuda:99"], r"--device: got 'cuda:99' .*allowed: cpu"),
@@ -157,6 +237,16 @@ def workdir(tmp_path_factory) -> Path:
     (d / "bad.yaml").write_text("model: [1, 2\n")
     (d / "list.yaml").write_text("- model\n- data\n")
     (d / "typo.yaml").write_text("modle:\n  n_layer: 2\n")
+    (d / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (d / "latin1.yaml").write_bytes("model: {name: caf\xe9}\n".encode("latin-1"))
+    (d / "empty.yaml").write_text("")
+    (d / "comments.yaml").write_text("# a config\n# with nothing in it\n")
+    (d / "huge.yaml").write_text("#" * 99 + "\n" + "seed: 1\n".rjust(100, " ") * 10_999)
+    (d / "adir.yaml").mkdir()
+    laughs = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"{b}: &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)]
+    (d / "bomb.yaml").write_text("\n".join(laughs) + "\n")
+    (d / "deep.yaml").write_text("model: " + "[" * 100 + "]" * 100 + "\n")
     (d / "afile").write_text("precious")
     return d
 
@@ -177,6 +267,8 @@ def check_one_line(rc: int, err: str, pattern: str) -> None:
 @pytest.mark.parametrize("argv,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(workdir, monkeypatch, capsys, argv, pattern):
     monkeypatch.chdir(workdir)
+    # The memory cases compare estimates with the available memory: the same verdict on every machine.
+    monkeypatch.setattr(resources, "available_memory", lambda: AVAILABLE)
     before = snapshot(workdir)
     rc = main(list(argv))
     check_one_line(rc, capsys.readouterr().err, pattern)

@@ -23,8 +23,8 @@ from icl.config import load_config
 from icl.errors import ICLError
 from icl.rng import Domain
 from icl.runs import RESUME_LOG, checkpoint_bytes, prepare_new_run, train
+from icl.runstate import run_state
 from icl.sampling import Sampler
-from icl.sweeps import run_state
 from icl.training import ICLModule
 
 STEPS = 40
@@ -220,12 +220,17 @@ def test_nonfinite_check_without_per_step_sync_stops_before_any_later_checkpoint
     ]
 
 
-def test_nonfinite_skip_drops_exactly_the_bad_updates_and_counts_them(runs, tmp_path, monkeypatch):
+def test_nonfinite_skip_drops_exactly_the_bad_updates_and_counts_them(runs, tmp_path, monkeypatch, capsys):
     """Steps 4-7 skipped: weights and Adam state after 8 steps equal a clean run's after 4."""
     poison(monkeypatch, {4, 5, 6, 7})
     cfg = load_config([], [*RUN, "train.steps=8", "train.nonfinite=skip"])
     run_dir = prepare_new_run(cfg, tmp_path / "skip", overwrite=False)
+    capsys.readouterr()
     train(cfg, run_dir, evaluate=False)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("icl: warning:")]
+    assert len(warnings) == 2, warnings  # the first skip as it happens, then the count at the end
+    assert "non-finite loss or gradient at step 4: update skipped" in warnings[0]
+    assert "skipped 4 of 8 steps" in warnings[1]
     last = read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     clean = read_checkpoint(runs["tmp"] / "reference" / "checkpoints" / "step=0000004.ckpt")
     assert last["global_step"] == 8 and last["icl_skipped_steps"] == 4
@@ -269,7 +274,7 @@ def test_preflight_disk_estimate_bounds_real_checkpoints_and_refuses_a_full_disk
     with pytest.raises(ICLError, match=r"not enough free disk for 12 checkpoints.*train.checkpoint_every"):
         prepare_new_run(cfg, run_dir, overwrite=True)
     assert (run_dir / "precious.txt").read_text() == "old results"
-    prepare_new_run(load_config([], [*RUN, "train.checkpoint_every=10"]), run_dir, overwrite=True)
+    prepare_new_run(load_config([], [*RUN, "train.checkpoint_every=10"]), tmp_path / "fits", overwrite=False)
 
 
 def test_resume_refuses_changed_model_or_data_and_records_harmless_changes(runs, capsys):

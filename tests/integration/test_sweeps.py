@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support import hold_lock
 
-from icl import sweeps
+from icl import runstate, sweeps
 from icl.cli import main
 from icl.config import to_dict
 from icl.errors import ICLError
@@ -175,7 +177,7 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
         # worker). Kill the whole sweep (parent and workers, as a scheduler would) once the long
         # point has written a checkpoint but not finished.
         while time.monotonic() < deadline and proc.poll() is None:
-            done = [sweeps.run_state(d, n) == "done" for d, n in zip(short, (6, 7), strict=True)]
+            done = [runstate.run_state(d, n) == "done" for d, n in zip(short, (6, 7), strict=True)]
             if all(done) and list((long / "checkpoints").glob("step=*.ckpt")):
                 break
             time.sleep(0.02)
@@ -185,7 +187,7 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert sweeps.run_state(long, 300) == "partial"
+    assert runstate.run_state(long, 300) == "partial"
     stamps = [(d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in short]
     capsys.readouterr()
     assert main(["sweep", "s.yaml", "--workers", "2"]) == 0  # the same command again
@@ -193,7 +195,7 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     assert "[1/3] steps-6: skipped (finished" in out and "[2/3] steps-7: skipped (finished" in out
     assert "[3/3] steps-300: started" in out
     assert [(d / "checkpoints" / "last.ckpt").stat().st_mtime_ns for d in short] == stamps  # not retrained
-    assert sweeps.run_state(long, 300) == "done"
+    assert runstate.run_state(long, 300) == "done"
     log = Path("runs/resume/logs/steps-300.log").read_text()
     assert "resume/steps-300: partial" in log and "resume: resumed" in log
     from icl.checkpoint import read_checkpoint
@@ -210,19 +212,19 @@ def test_run_states_follow_the_most_advanced_checkpoint(tmp_path):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump(TINY_BASE))
     run_dir = tmp_path / "run"
-    assert sweeps.run_state(run_dir, 6) == "absent"
+    assert runstate.run_state(run_dir, 6) == "absent"
     cfg = load_config([base], ["train.steps=6"])
     prepare_new_run(cfg, run_dir, overwrite=False)
-    assert sweeps.run_state(run_dir, 6) == "empty"  # config, no checkpoint: start again
+    assert runstate.run_state(run_dir, 6) == "empty"  # config, no checkpoint: start again
     train(cfg, run_dir, evaluate=False)
     ckpts = run_dir / "checkpoints"
-    assert sweeps.newest_checkpoint(run_dir) == (6, ckpts / "last.ckpt")
-    assert sweeps.run_state(run_dir, 6) == "trained" and sweeps.run_state(run_dir, 7) == "partial"
+    assert runstate.newest_checkpoint(run_dir) == (6, ckpts / "last.ckpt")
+    assert runstate.run_state(run_dir, 6) == "trained" and runstate.run_state(run_dir, 7) == "partial"
     # Killed after the final periodic checkpoint but before last.ckpt was replaced.
     shutil.copy(ckpts / "last.ckpt", ckpts / "step=0000006.ckpt")
     shutil.copy(ckpts / "step=0000005.ckpt", ckpts / "last.ckpt")
-    assert sweeps.newest_checkpoint(run_dir) == (6, ckpts / "step=0000006.ckpt")
-    assert sweeps.run_state(run_dir, 6) == "trained"
+    assert runstate.newest_checkpoint(run_dir) == (6, ckpts / "step=0000006.ckpt")
+    assert runstate.run_state(run_dir, 6) == "trained"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "repro").glob("*.yaml")), ids=lambda p: p.stem)
@@ -259,21 +261,22 @@ def test_locked_and_diverged_points_are_not_trained(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     write_sweep("guard", {"train.steps": {"values": [6, 7]}})
     busy, diverged = Path("runs/guard/steps-6"), Path("runs/guard/steps-7")
-    held = sweeps.lock_point(busy)
-    assert held is not None and sweeps.lock_point(busy) is None  # exclusive while held
-    diverged.mkdir(parents=True)
-    (diverged / "diverged").write_text("train: non-finite loss or gradient at step 3; ...\n")
-    assert main(["sweep", "s.yaml"]) == 1
-    out = capsys.readouterr().out
-    assert "[1/2] steps-6: skipped (being trained by another process" in out
-    assert "[2/2] steps-7: DIVERGED earlier, not retried" in out
-    assert not (busy / "config.yaml").exists()
-    assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=6"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "being trained by another process" in err[0] and f"pid {os.getpid()}" in err[0]
-    assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=7"]) == 3
-    assert "not retried; delete" in capsys.readouterr().err
-    held.close()  # released: the point can be claimed again
-    again = sweeps.lock_point(busy)
-    assert again is not None
-    again.close()
+    holder = hold_lock(busy)
+    try:
+        assert runstate.lock_holder(busy) == f"pid {holder.pid} on {socket.gethostname()}"
+        diverged.mkdir(parents=True)
+        (diverged / "diverged").write_text("train: non-finite loss or gradient at step 3; ...\n")
+        assert main(["sweep", "s.yaml"]) == 1
+        out = capsys.readouterr().out
+        assert f"[1/2] steps-6: skipped (being trained by another process: pid {holder.pid}" in out
+        assert "[2/2] steps-7: DIVERGED earlier, not retried" in out
+        assert not (busy / "config.yaml").exists()
+        assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=6"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "in use by another icl process" in err[0] and f"pid {holder.pid}" in err[0]
+        assert main(["sweep", "s.yaml", "--point", "base.yaml", "train.steps=7"]) == 3
+        assert "not retried; delete" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert runstate.lock_holder(busy) is None  # the OS released the killed holder's lock
