@@ -36,17 +36,13 @@ def objective(x: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float) -> floa
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--nnz", type=int, default=3, help="non-zeros of the sparse weights")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-iter", type=int, default=100_000, help="scikit-learn's max_iter")
-    ap.add_argument(
-        "--no-reference", action="store_true", help="skip the tight-tolerance reference fits"
-    )
+    ap.add_argument("--no-reference", action="store_true", help="skip the tight-tolerance reference fits")
     args = ap.parse_args()
     from sklearn.linear_model import Lasso as SkLasso
 
@@ -89,10 +85,7 @@ def main() -> None:
     preds = (coef * xs.double()).sum(-1)[:, 1:].numpy()
     sk_preds = (sk_coef * x_np).sum(-1)[:, 1:]
 
-    print(
-        f"problems: {b} prompts x {n - 1} prefixes = {b * (n - 1)} "
-        f"(d={d}, nnz={args.nnz}, alpha={args.alpha:g})"
-    )
+    print(f"problems: {b} prompts x {n - 1} prefixes = {b * (n - 1)} (d={d}, nnz={args.nnz}, alpha={args.alpha:g})")
     print(
         f"ours (torch, {args.threads} thread(s)): median {t_ours * 1e3:.1f} ms over {args.repeats} "
         f"runs (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"

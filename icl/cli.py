@@ -9,6 +9,9 @@ from pathlib import Path
 
 from icl.errors import ICLError, WriteError
 
+# Each command imports its own stack when it runs, so `icl --help` and a bad argument answer
+# without loading torch, Lightning or the evaluation code.
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
@@ -60,7 +63,8 @@ def _print_records(records: dict, n_dims: int, out: Path) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from icl import outputs
-    from icl.checkpoint import load_model, resolve_checkpoint
+    from icl.checkpoint.io import resolve_checkpoint
+    from icl.checkpoint.load import load_model
     from icl.evaluation.run import evaluate_suite
 
     if args.items:
@@ -103,7 +107,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from icl.report import write_report
+    from icl.report.writer import write_report
 
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl report --help`)")
@@ -113,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from icl.bench import run
+    from icl.bench.run import run
 
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl bench --help`)")
@@ -150,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     e.set_defaults(func=cmd_eval, items=[])
     b = sub.add_parser("bench", help="training throughput against the HuggingFace GPT-2 reference; docs/performance.md")
-    b.add_argument("--presets", default="tiny,small,standard", help="comma-separated: tiny, small, standard")
+    b.add_argument(
+        "--presets", default="tiny,small,standard", help="comma-separated model presets of configs/model/ (tiny, ...)"
+    )
     b.add_argument("--shapes", default="paper2,curriculum_start", help="paper2 (d=20, N=41), curriculum_start (5, 11)")
     b.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case; medians are reported")
     b.add_argument("--target-s", type=float, default=0.5, help="seconds of steps per side and repeat")

@@ -1,5 +1,7 @@
 """The run config: section dataclasses (defined beside their code) composed into ``Config``;
-merged from defaults, YAML files and ``key=value`` overrides; validated once, when built."""
+merged from defaults, YAML files and ``key=value`` overrides; validated once, when built; saved,
+read back and flattened to dotted keys. At the bottom of the import graph: no Lightning, no
+evaluation stack, no baselines (their name checks are icl/evaluation/checks.py's)."""
 
 from __future__ import annotations
 
@@ -14,42 +16,16 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from icl.errors import ICLError
+from icl.eval_config import MAX_PROMPTS, EvalConfig
 from icl.fileio import atomic_write
 from icl.model import ModelConfig
-from icl.resources import MAX_PROMPTS
 from icl.sampling import DataConfig, Sampler
 from icl.tasks import build_task
-from icl.training import TrainConfig
+from icl.train_config import TrainConfig
 from icl.yamlio import one_line, parse_yaml, read_yaml
 
 INT64 = 1 << 63  # seeds, sizes and steps reach torch and numpy as 64-bit integers
 SECTIONS = "seed, name, data, model, train, eval"
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    """Evaluation: at the end of training (suite ``in_distribution``), by ``icl eval``, and
-    periodically during training (every ``every`` steps, 0 = never, on ``periodic_suite``
-    with ``periodic_n_prompts`` prompts, logged as eval/<scenario>/<predictor>/mse@<k>)."""
-
-    n_prompts: int = 1000
-    baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares", "averaging", "bayes"])
-    seed: int = 1234  # evaluation sets are keyed by this seed in the EVAL domain
-    table_k: int = 0  # k reported in sweep tables; 0 = min(16, prompt length - 1) as in paper 1
-    sweep_k: int = 10  # in-context examples shown in 1-D prediction-sweep plots
-    frequencies: list[float] = dataclasses.field(default_factory=lambda: [0.01, 0.1, 0.5, 1.0, 5.0])
-    convex_coefs: list[float] = dataclasses.field(
-        default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    )
-    convex_pair: list[Any] = dataclasses.field(
-        default_factory=lambda: [{"name": "dense_linear"}, {"name": "sinusoid", "params": {"freq": 1.0}}]
-    )
-    scales: list[float] = dataclasses.field(default_factory=lambda: [1 / 3, 0.5, 2.0, 3.0])
-    label_noise: float = 0.2
-    every: int = 0
-    periodic_suite: str = "in_distribution"
-    periodic_n_prompts: int = 200
-    periodic_baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares"])
 
 
 @dataclasses.dataclass
@@ -123,13 +99,15 @@ def _guard(fn, where: str):
 
 def validate(cfg: Config) -> None:
     """Cross-field rules, checked once when the config is built. Nothing here is proportional to
-    the model's size (sizes are judged by arithmetic in icl/resources.py, by the run layer)."""
+    the model's size (sizes are judged by arithmetic in icl/resources.py, by the run layer), and
+    nothing needs a registry above this module (baseline and suite names are checked by the run
+    layer with icl.evaluation.checks.check_eval_config)."""
     if not cfg.name.replace("-", "").replace("_", "").replace(".", "").isalnum() and cfg.name:
         raise ICLError(f"name: got {cfg.name!r}; allowed: letters, digits, '-', '_', '.'")
     cfg.model.check()
     cfg.train.check()
     _check_eval_numbers(cfg)
-    sampler = Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
+    Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
     if cfg.data.n_points > cfg.model.max_points:
         raise ICLError(
             f"data.n_points: got {cfg.data.n_points}; allowed: at most model.max_points ({cfg.model.max_points})"
@@ -137,7 +115,6 @@ def validate(cfg: Config) -> None:
     # After the per-field checks, whose messages give each field's range: whatever number they
     # do not cover (a task parameter, an input shift, a list entry) must still be finite.
     check_numbers(cfg)
-    _check_eval(cfg, sampler.mixture)
 
 
 def check_numbers(obj: Any, where: str = "") -> None:
@@ -182,6 +159,8 @@ def _check_eval_numbers(cfg: Config) -> None:
             f"eval.table_k: got {e.table_k}; allowed: an integer in 0..{cfg.data.n_points - 1} "
             "(data.n_points - 1; 0 = min(16, data.n_points - 1))"
         )
+    if e.every < 0:
+        raise ICLError(f"eval.every: got {e.every}; allowed: an integer >= 0 (0 = no periodic evaluation)")
     if not e.sweep_k >= 0:
         raise ICLError(f"eval.sweep_k: got {e.sweep_k}; allowed: an integer >= 0")
     if not e.label_noise >= 0:
@@ -201,27 +180,6 @@ def _check_eval_numbers(cfg: Config) -> None:
             raise ICLError(f"eval.convex_pair[{i}]: {err}") from None
 
 
-def _check_eval(cfg: Config, mixture) -> None:
-    """Names that training uses only later (periodic and final evaluation), checked now, before a
-    run directory is created or a step is trained."""
-    from icl.baselines import BASELINES  # lazy: these modules import this one
-    from icl.evaluation.run import BAYES
-    from icl.evaluation.scenarios import build_suite
-
-    for field in ("baselines", "periodic_baselines"):
-        for name in getattr(cfg.eval, field):
-            if name not in BAYES and name.partition(":")[0] not in BASELINES:
-                allowed = ", ".join(sorted({*BASELINES, *BAYES} - {"checkpoint"}))
-                raise ICLError(f"eval.{field}: unknown baseline {name!r}; allowed: {allowed}, checkpoint:PATH")
-    if cfg.eval.every < 0:
-        raise ICLError(f"eval.every: got {cfg.eval.every}; allowed: an integer >= 0 (0 = no periodic evaluation)")
-    if cfg.eval.every:
-        try:
-            build_suite(cfg.eval.periodic_suite, cfg, mixture)
-        except ICLError as e:
-            raise ICLError(f"eval.periodic_suite: {e}") from None
-
-
 def to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
@@ -234,3 +192,15 @@ def from_dict(d: dict[str, Any]) -> Config:
 
 def save_config(cfg: Config, path: Path) -> None:
     atomic_write(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys: {"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}.
+    Lists are values, kept as they are."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

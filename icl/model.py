@@ -12,6 +12,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from icl.errors import ICLError
+from icl.speed import use_matmul_attention
+
+# Shapes in comments: B batch, N points per prompt, D input dims, T tokens (2N in a prompt),
+# E embedding width, H heads, Q query tokens of an attention (T, or the N x tokens in the last block).
 
 POSITIONS = ("learned", "sinusoidal")
 TOKEN_FORMATS = ("interleaved", "interleaved_flag")
@@ -44,25 +48,10 @@ class ModelConfig:
             raise ICLError(f"model.dropout: got {self.dropout}; allowed: a number in [0, 1)")
 
 
-def matmul_attention_max_tokens(threads: int) -> int:
-    """Up to this many tokens, attention on the CPU runs as two batched matmuls, which beat the
-    fused (flash) CPU kernel there: its per-(sequence, head) tiling overhead dominates short
-    prompts. Measured fwd + bwd on a 2-core AVX2 CPU (64 sequences, 8 heads of 32): on one
-    thread the matmul form wins at 21 and 41 tokens and loses from 61 on (52.4 ms vs the fused
-    kernel's 43.8 at 81); on two threads it wins up to 81 (27.5 vs 30.8 ms) and loses from 121
-    on."""
-    return 48 if threads == 1 else 96
-
-
-@torch.compiler.assume_constant_result
-def _threads() -> int:
-    """torch's intra-op thread count; a constant to ``torch.compile`` (which cannot trace the call
-    and would otherwise break the graph at every block): a compiled model keeps the attention
-    path of the thread count it was compiled under, which changes its speed, not its results."""
-    return torch.get_num_threads()
-
-
 class SelfAttention(nn.Module):
+    """Multi-head causal self-attention (GPT-2): one projection to queries, keys and values, the
+    softmax of scaled dot products over the keys a query may see, one output projection."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
@@ -71,38 +60,45 @@ class SelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
-        """Causal attention of the tokens ``h[:, queries]`` (all by default) over ``h``; ``bias``
-        (queries, T) is 0 where a query may attend to a key and -inf elsewhere."""
+        """Causal attention of the tokens ``h[:, queries]`` (all by default) over ``h`` (B, T, E);
+        ``bias`` (Q, T) is 0 where a query may attend to a key and -inf elsewhere. Returns (B, Q, E)."""
         B, T, E = h.shape
+        H = self.n_head
         # Split on the qkv axis, not after a permute: the backward then stacks the three
-        # gradients straight into the (B, T, 3, H, hd) layout, with no copy after the stack.
-        q, k, v = (t.transpose(1, 2) for t in self.qkv(h).view(B, T, 3, self.n_head, E // self.n_head).unbind(2))
+        # gradients straight into the (B, T, 3, H, E/H) layout, with no copy after the stack.
+        qkv = self.qkv(h).view(B, T, 3, H, E // H)  # (B, T, 3, H, E/H)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # each (B, H, T, E/H)
         if queries is not None:
-            q = q[:, :, queries]
+            q = q[:, :, queries]  # (B, H, Q, E/H)
         p_drop = self.dropout if self.training else 0.0
-        if h.device.type != "cpu" or T > matmul_attention_max_tokens(_threads()):
+        if use_matmul_attention(T, h.device):
+            out = self._matmul_attention(q, k, v, bias, p_drop)  # (B, H, Q, E/H)
+        else:
             square = queries is None
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if square else bias.to(q.dtype), is_causal=square, dropout_p=p_drop
-            )
+            )  # (B, H, Q, E/H)
+        return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], E))  # (B, Q, E)
+
+    def _matmul_attention(self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor, p_drop: float) -> Tensor:
+        """softmax(q k^T / sqrt(E/H) + bias) v as two batched matmuls: the same maths as the fused
+        kernel, the faster form for short prompts on the CPU (icl.speed.use_matmul_attention)."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        # Scale whichever of q (Q x E/H, copied for the matmul anyway) and the scores (Q x T) is
+        # smaller; in place on the scores: the product's backward needs q and k, not its output.
+        if k.shape[2] > q.shape[-1]:
+            scores = ((q * scale) @ k.transpose(-1, -2)).add_(bias)  # (B, H, Q, T)
         else:
-            # Scale whichever of q (T x hd, copied for the matmul anyway) and the scores (T x T)
-            # is smaller; in place on the scores: the product's backward needs q and k, not its output.
-            scale = 1.0 / math.sqrt(q.shape[-1])
-            if T > q.shape[-1]:
-                scores = ((q * scale) @ k.transpose(-1, -2)).add_(bias)
-            else:
-                scores = (q @ k.transpose(-1, -2)).mul_(scale).add_(bias)
-            weights = F.dropout(scores.softmax(-1), p_drop, self.training)
-            out = weights @ v
-        return self.proj(out.transpose(1, 2).reshape(B, q.shape[2], E))
+            scores = (q @ k.transpose(-1, -2)).mul_(scale).add_(bias)  # (B, H, Q, T)
+        weights = F.dropout(scores.softmax(-1), p_drop, self.training)  # (B, H, Q, T)
+        return weights @ v  # (B, H, Q, E/H)
 
 
 class Block(nn.Module):
     """Pre-LN transformer block (GPT-2): h + attn(ln(h)), then h + mlp(ln(h)).
 
-    The MLP uses the exact (erf) GELU: GPT-2's tanh approximation differs by < 1e-3 and is
-    about 5x slower on CPU.
+    The MLP uses the exact (erf) GELU: GPT-2's tanh approximation differs from it by < 1e-3 and
+    is slower on the CPU.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -115,17 +111,18 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
-        """The block's output at the tokens ``queries`` (all by default); ``bias`` as in SelfAttention."""
-        a = self.drop(self.attn(self.ln1(h), bias, queries))
-        h = h + a if queries is None else h[:, queries] + a
-        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)))))
+        """The block's output (B, Q, E) at the tokens ``queries`` (all by default) of ``h`` (B, T, E);
+        ``bias`` as in SelfAttention."""
+        a = self.drop(self.attn(self.ln1(h), bias, queries))  # (B, Q, E)
+        h = h + a if queries is None else h[:, queries] + a  # (B, Q, E)
+        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)))))  # (B, Q, E)
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:
     """Fixed sin/cos position table (Vaswani et al.), shape (n, dim)."""
-    pos = torch.arange(n, dtype=torch.float32)[:, None]
-    freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(n, dim)
+    pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
+    freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # (ceil(dim/2),)
+    table = torch.zeros(n, dim)  # (n, dim)
     table[:, 0::2] = torch.sin(pos * freqs)
     table[:, 1::2] = torch.cos(pos * freqs[: dim // 2])
     return table
@@ -182,7 +179,7 @@ class ICLTransformer(nn.Module):
             nn.init.normal_(self.pos, std=0.01)
 
     def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
-        """Token embeddings (B, 2N, E) of the interleaved prompt, positions included."""
+        """Token embeddings (B, T, E), T = 2N, of the interleaved prompt, positions included."""
         B, N, D = xs.shape
         if D != self.n_dims:
             raise ICLError(f"input dims: got {D}; this model takes {self.n_dims}")
@@ -190,27 +187,28 @@ class ICLTransformer(nn.Module):
             raise ICLError(
                 f"prompt length: got {N} points; this model takes at most {self.cfg.max_points} (model.max_points)"
             )
-        W, b = self.read_in.weight, self.read_in.bias
-        h_x = F.linear(xs, W[:, :D], b)
-        h_y = ys[..., None] * W[:, 0] + b
+        W, b = self.read_in.weight, self.read_in.bias  # (E, D) or (E, D + 1) with the flag; (E,)
+        h_x = F.linear(xs, W[:, :D], b)  # (B, N, E)
+        h_y = ys[..., None] * W[:, 0] + b  # (B, N, E)
         if self.cfg.token_format == "interleaved_flag":
-            h_y = h_y + W[:, D]
-        h = rearrange([h_x, h_y], "two b n e -> b (n two) e")
-        return self.drop(h + self.pos[: 2 * N])
+            h_y = h_y + W[:, D]  # (B, N, E)
+        h = rearrange([h_x, h_y], "two b n e -> b (n two) e")  # (B, T, E): x_1, y_1, x_2, y_2, ...
+        return self.drop(h + self.pos[: 2 * N])  # (B, T, E)
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """Predictions (B, N) from xs (B, N, D) and ys (B, N): preds[:, i] from x_1, y_1, ..., x_i."""
         # The last y token is attended to by no x token, so no prediction depends on it: it is
         # left out of every layer (1 of 2N tokens).
-        h = self.embed(xs, ys)[:, :-1]
+        h = self.embed(xs, ys)[:, :-1]  # (B, T, E), T = 2N - 1 from here on
         T = h.shape[1]
-        bias = torch.full((T, T), float("-inf"), device=h.device).triu(1)  # causal: key j <= query i
+        bias = torch.full((T, T), float("-inf"), device=h.device).triu(1)  # (T, T) causal: key j <= query i
         for block in self.blocks[:-1]:
-            h = block(h, bias)
+            h = block(h, bias)  # (B, T, E)
         # Only x tokens are read out, so the last block runs its queries and MLP on them alone:
         # the same predictions for half of that block's work.
         x_tokens = slice(0, None, 2)
-        h = self.blocks[-1](h, bias[x_tokens], x_tokens)
-        return self.read_out(self.ln_f(h))[..., 0]
+        h = self.blocks[-1](h, bias[x_tokens], x_tokens)  # (B, N, E)
+        return self.read_out(self.ln_f(h))[..., 0]  # (B, N)
 
     predict = forward  # the predictor contract shared with every baseline
 

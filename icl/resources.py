@@ -9,21 +9,16 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from icl.config import Config
 from icl.errors import ICLError
-from icl.model import matmul_attention_max_tokens
+from icl.eval_config import MAX_PROMPTS
+from icl.model import ModelConfig
+from icl.speed import use_matmul_attention
 from icl.tasks import TASKS, build_task
-
-if TYPE_CHECKING:
-    from icl.config import Config
-    from icl.model import ModelConfig
-
-# Evaluation prompts per scenario (default 1000): the cap keeps a typo (three extra zeros) from
-# starting hours of evaluation on a machine with the memory for it.
-MAX_PROMPTS = 1_000_000
 
 # Mirrors of the evaluation code's constants (tests/unit/test_config.py keeps them equal):
 # prompts drawn per block (icl/evaluation/curves.py BLOCK) and bootstrap resamples
@@ -109,11 +104,11 @@ def batch_bytes(cfg: Config, batch: int, n_points: int | None = None, skewed: bo
 
 def _activation_floats(model: ModelConfig, batch: int, n_points: int, fused_attention: bool = False) -> int:
     """Floats one layer holds for the backward pass (see ACT_FLOATS). ``fused_attention``: the
-    run is on an accelerator, whose attention kernel keeps no scores; on the CPU that holds for
-    prompts longer than ``matmul_attention_max_tokens``."""
+    run is on an accelerator, whose attention kernel keeps no scores; on the CPU that holds where
+    attention does not run as two matmuls (``icl.speed.use_matmul_attention``)."""
     T = 2 * n_points - 1  # the last y token feeds no prediction and is left out
     per_token = (ACT_FLOATS + 2 * model.mlp_ratio) * model.n_embd
-    scores = not fused_attention and T <= matmul_attention_max_tokens(torch.get_num_threads())
+    scores = not fused_attention and use_matmul_attention(T, torch.device("cpu"))
     return batch * (T * per_token + (SCORE_FLOATS * model.n_head * T * T if scores else 0))
 
 

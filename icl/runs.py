@@ -32,18 +32,23 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from icl import outputs, runstate
-from icl.checkpoint import LAST, AtomicCheckpointIO, resume_checkpoint
-from icl.config import Config, from_dict, load_config, save_config, to_dict
+from icl.checkpoint.io import LAST
+from icl.checkpoint.validate import resume_checkpoint
+from icl.checkpoint.writer import AtomicCheckpointIO
+from icl.config import Config, flatten, from_dict, load_config, save_config, to_dict
 from icl.errors import DIVERGED_FILE, ICLError, NonFiniteError, WriteError
-from icl.evaluation.run import PeriodicEval, evaluate_suite
+from icl.evaluation.checks import check_eval_config
+from icl.evaluation.periodic import PeriodicEval
+from icl.evaluation.run import evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
 from icl.interrupts import StopOnSignal
 from icl.resources import check_resources, checkpoint_bytes
+from icl.runstate import CONFIG_FILE
+from icl.sampling import Sampler
 from icl.trackers import MetricsCommit, build_loggers
-from icl.training import ICLModule
+from icl.training.module import ICLModule
 from icl.yamlio import read_yaml
 
-CONFIG_FILE = "config.yaml"
 RESUME_LOG = "resume.log"
 # What a resumed run may not change: the model's shape, the training problem and its random
 # streams. Everything else (train.*, eval.*, name, out_dir, data.num_workers) may change and is
@@ -67,8 +72,15 @@ def secondary_rank() -> bool:
     return (rank_zero_only.rank or 0) > 0
 
 
+def check_run_config(cfg: Config) -> None:
+    """The checks of a run's config that need the registries above icl.config (baseline and
+    suite names), made before a run directory is created or a step is trained."""
+    check_eval_config(cfg, Sampler(cfg.data, cfg.seed).mixture)
+
+
 def prepare_new_run(cfg: Config, run_dir: str | Path | None, overwrite: bool) -> Path:
     path = Path(run_dir) if run_dir else Path(cfg.out_dir) / (cfg.name or "run")
+    check_run_config(cfg)  # on every rank: each one fails alike rather than wait for the others
     if secondary_rank():
         return path
     if path.exists() and not path.is_dir():
@@ -157,19 +169,9 @@ def check_disk(cfg: Config, run_dir: Path, start_step: int) -> None:
         )
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def resume_changes(saved: dict[str, Any], cfg: Config, run_dir: Path) -> list[str]:
     """The config keys a resume changes (``key old -> new``); refuses changes to the fixed ones."""
-    old, new = _flatten(to_dict(from_dict(saved))), _flatten(to_dict(cfg))
+    old, new = flatten(to_dict(from_dict(saved))), flatten(to_dict(cfg))
     changed = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
     diffs = {k: f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed}
     fixed = [
@@ -213,6 +215,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, evaluate: bool = Tru
     ckpt_path = resume_step = keep_rows = seen = None
     changes: list[str] = []
     if resume:
+        check_run_config(cfg)  # a new run's were checked by prepare_new_run
         ckpt_path, ckpt = resume_checkpoint(run_dir)
         seen = _checkpoint_files(run_dir)
         resume_step = int(ckpt["global_step"])

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from icl.checkpoint import read_checkpoint
+from icl.checkpoint.io import LAST, STEP_FILE, read_checkpoint
 from icl.errors import DIVERGED_FILE, ICLError
 from icl.outputs import LOCK_FILE
 
@@ -96,7 +95,7 @@ def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     """(global step, path) of the run's most advanced checkpoint: last.ckpt, or a periodic
     step=N.ckpt written just before a kill that came before last.ckpt was replaced."""
     found = []
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / "checkpoints" / LAST
     if last.is_file():
         try:
             step = read_checkpoint(last).get("global_step")
@@ -105,8 +104,8 @@ def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
         if isinstance(step, int):
             found.append((step, last))
     for path in (run_dir / "checkpoints").glob("step=*.ckpt"):
-        if re.fullmatch(r"step=\d+\.ckpt", path.name):
-            found.append((int(path.stem.split("=")[1]), path))
+        if m := STEP_FILE.fullmatch(path.name):
+            found.append((int(m.group(1)), path))
     return max(found, key=lambda f: f[0]) if found else None  # on a tie, last.ckpt (listed first)
 
 

@@ -29,9 +29,11 @@ from typing import Any
 
 import yaml
 
-from icl import runstate
+from icl import runs, runstate
+from icl.checkpoint.load import load_model
 from icl.config import Config, load_config
 from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
+from icl.evaluation.run import evaluate_suite
 from icl.fileio import atomic_write
 from icl.yamlio import read_yaml
 
@@ -173,13 +175,19 @@ def load_sweep(path: str | Path) -> Sweep:
 
 
 def check(sweep: Sweep) -> list[Config]:
-    """Build (and so validate) the config of every grid point; names must be distinct."""
+    """Build and validate the config of every grid point, as a run's; names must be distinct."""
     points = sweep.points()
     names = [p.name for p in points]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ICLError(f"{sweep.path}: grid points share run names {dupes}; allowed: distinct values per parameter")
-    return [sweep.config(p) for p in points]
+    cfgs = [sweep.config(p) for p in points]
+    for point, cfg in zip(points, cfgs, strict=True):
+        try:
+            runs.check_run_config(cfg)  # what a run checks before it starts: baseline and suite names
+        except ICLError as e:
+            raise ICLError(f"{sweep.path}: point {point.name}: {e}") from None
+    return cfgs
 
 
 def agent_argv(sweep: Sweep, values: dict[str, Any]) -> list[str]:
@@ -218,8 +226,6 @@ def _under_agent() -> bool:
 
 def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
     """Train one grid point (what the sweep's command runs); returns what was done."""
-    from icl import runs
-
     if files != sweep.base:
         raise ICLError(f"--point: base configs {files}; allowed: the sweep's own {sweep.base}")
     point = parse_point(sweep, overrides)
@@ -246,9 +252,6 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
         # trackers.py reuses run_dir/wandb_id, so the metrics go to the agent's run
         atomic_write(run_dir / "wandb_id", os.environ["WANDB_RUN_ID"])
     if state == "trained":  # killed during the final evaluation
-        from icl.checkpoint import load_model
-        from icl.evaluation.run import evaluate_suite
-
         model, _ = load_model(runstate.newest_checkpoint(run_dir)[1])
         evaluate_suite(model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
         return "evaluated"

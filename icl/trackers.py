@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from icl.config import flatten
 from icl.errors import ICLError
 from icl.fileio import atomic_write
 
@@ -119,7 +120,9 @@ def build_loggers(
             loggers.append(CSVMetrics(run_dir, resume_step, keep_rows))
         elif kind == "tensorboard":
             tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
-            tb.log_hyperparams(_flat(config))  # the resolved config, under TensorBoard's HPARAMS tab
+            # The resolved config, under TensorBoard's HPARAMS tab, which takes scalars and strings only.
+            hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
+            tb.log_hyperparams(hparams)
             loggers.append(tb)
         elif kind == "wandb" and train_cfg.wandb.mode != "disabled":
             loggers.append(_wandb_logger(train_cfg.wandb, run_dir, run_name, config))
@@ -157,16 +160,3 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         resume="allow",
         config=config,
     )
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    """{"train": {"lr": 1e-3}} -> {"train.lr": 1e-3}; lists become strings (TensorBoard hparams
-    take scalars and strings only)."""
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, name + "."))
-        else:
-            out[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out

@@ -26,3 +26,28 @@ def hold_lock(run_dir):
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+def module(*overrides):
+    """An ICLModule of the tiny config with ``overrides``."""
+    from icl.config import load_config, to_dict
+    from icl.training.module import ICLModule
+
+    return ICLModule(to_dict(load_config([], [*TINY, *overrides])))
+
+
+def loss_after_steps(m, n_steps: int) -> list[float]:
+    """Losses of ``n_steps`` plain optimiser steps of module ``m`` on its own stream."""
+    from icl.training.stream import StepStream
+
+    opt = m.configure_optimizers()["optimizer"]
+    stream = StepStream(m.sampler, 0)
+    losses = []
+    for step in range(n_steps):
+        _, xs, ys = stream.batch(step)
+        loss = ((m.train_forward(xs, ys) - ys) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

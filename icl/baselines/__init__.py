@@ -8,10 +8,11 @@ import inspect
 from typing import Any
 
 from icl.baselines.base import Predictor
-from icl.baselines.bayes import BayesMixture, BayesPosterior, component
+from icl.baselines.bayes import BayesMixture, BayesPosterior, BayesTrain, component
 from icl.baselines.checkpoint import CheckpointPredictor
 from icl.baselines.lasso import Lasso, LassoCV
 from icl.baselines.linear import LeastSquares, Ridge
+from icl.baselines.quadratic import QuadraticLeastSquares
 from icl.baselines.simple import KNN, Averaging, Zero
 from icl.errors import ICLError
 
@@ -26,24 +27,17 @@ BASELINES: dict[str, type[Predictor]] = {
         Lasso,
         LassoCV,
         BayesMixture,
+        BayesTrain,
         CheckpointPredictor,
+        QuadraticLeastSquares,
     )
 }
 
 
 def baseline_params(name: str) -> list[str]:
     """The keyword arguments ``build_baseline(name, ...)`` accepts."""
-    cls = BASELINES[name]
-    overridden = getattr(cls.build, "__func__", None) is not getattr(
-        Predictor.build, "__func__", None
-    )
-    factory = cls.build if overridden else cls.__init__
-    params = list(inspect.signature(factory).parameters.values())
-    return [
-        p.name
-        for p in params
-        if p.name not in ("self", "cls") and p.kind is p.POSITIONAL_OR_KEYWORD
-    ]
+    params = list(inspect.signature(BASELINES[name].__init__).parameters.values())
+    return [p.name for p in params if p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
 def build_baseline(name: str, **kwargs: Any) -> Predictor:
@@ -54,12 +48,9 @@ def build_baseline(name: str, **kwargs: Any) -> Predictor:
     allowed = baseline_params(name)
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
-        raise ICLError(
-            f"{name}: unknown parameter(s) {', '.join(unknown)}; "
-            f"allowed: {', '.join(allowed) or '(none)'}"
-        )
+        raise ICLError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(allowed) or '(none)'}")
     try:
-        return BASELINES[name].build(**kwargs)
+        return BASELINES[name](**kwargs)
     except TypeError as err:  # a required argument is missing
         raise ICLError(f"{name}: {err}; allowed parameters: {', '.join(allowed)}") from None
 
@@ -69,12 +60,14 @@ __all__ = [
     "Averaging",
     "BayesMixture",
     "BayesPosterior",
+    "BayesTrain",
     "CheckpointPredictor",
     "KNN",
     "Lasso",
     "LassoCV",
     "LeastSquares",
     "Predictor",
+    "QuadraticLeastSquares",
     "Ridge",
     "Zero",
     "baseline_params",

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from icl.errors import ICLError
+from icl.sampling import PretrainMixture
 
 
 class Predictor:
@@ -23,6 +24,9 @@ class Predictor:
 
     name: ClassVar[str] = ""
     label: str = ""
+    # True for baselines that depend on the distribution being evaluated (the Bayes-optimal
+    # ones): evaluation builds them per scenario with ``for_scenario``, not once with ``build``.
+    scenario_dependent: ClassVar[bool] = False
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         raise NotImplementedError
@@ -31,10 +35,10 @@ class Predictor:
         return self.predict(xs, ys)
 
     @classmethod
-    def build(cls, **kwargs: Any) -> Predictor:
-        """Construct from registry keyword arguments (overridden where a config needs a
-        different entry point, e.g. a checkpoint path)."""
-        return cls(**kwargs)
+    def for_scenario(cls, scenario: PretrainMixture, train: PretrainMixture) -> Predictor:
+        """The predictor for one evaluation scenario, from the scenario's mixture or the training
+        mixture (``scenario_dependent`` baselines only)."""
+        raise NotImplementedError(f"{cls.name} is not scenario-dependent")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"

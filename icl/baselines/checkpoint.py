@@ -1,9 +1,8 @@
-"""Any trained model with ``predict(xs, ys)`` (e.g. a specialist loaded from a checkpoint) used
-as a baseline; loading stays in ``icl.checkpoint``."""
+"""A trained model with ``predict(xs, ys)`` (e.g. a specialist loaded from a checkpoint by the
+evaluation layer) used as a baseline."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,9 +12,9 @@ from icl.baselines.base import Predictor, check_inputs, require
 
 
 class CheckpointPredictor(Predictor):
-    """Wraps a torch module whose ``predict`` follows the predictor contract. Predictions run
-    in eval mode without gradients, on the module's device and dtype; the result comes back
-    on the input's device and dtype, and the module's train/eval mode is restored."""
+    """Wraps an already loaded torch module whose ``predict`` follows the predictor contract.
+    Predictions run in eval mode without gradients, on the module's device and dtype; the result
+    comes back on the input's device and dtype, and the module's train/eval mode is restored."""
 
     name = "checkpoint"
 
@@ -29,28 +28,6 @@ class CheckpointPredictor(Predictor):
         require(isinstance(label, str) and label != "", "checkpoint.label", "a non-empty string", label)
         self.model = model
         self.label = label
-
-    @classmethod
-    def from_path(cls, path: str | Path, label: str | None = None) -> CheckpointPredictor:
-        from icl.checkpoint import load_model, resolve_checkpoint
-
-        ckpt = resolve_checkpoint(path)
-        model, _cfg = load_model(ckpt)
-        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-        return cls(model, label or f"checkpoint({run.name})")
-
-    @classmethod
-    def build(cls, model: Any = None, path: str | None = None, label: str | None = None) -> CheckpointPredictor:
-        """Registry entry point: exactly one of ``model`` (an object) or ``path``."""
-        require(
-            (model is None) != (path is None),
-            "checkpoint",
-            "exactly one of model or path",
-            {"model": model, "path": path},
-        )
-        if path is not None:
-            return cls.from_path(path, label)
-        return cls(model, label or "checkpoint")
 
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         check_inputs(xs, ys)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from icl.evaluation.prompts import orthant_context, orthogonal_queries, predict_at_queries, repeated_queries
+from icl.evaluation.queries import predict_at_queries, query_shift
 from icl.inputs import InputConfig, sample_inputs
 from icl.rng import Domain, Stream, generator
 from icl.sampling import Batch, PretrainMixture, Sampler
@@ -57,7 +57,9 @@ def error_curves(
     device: str | torch.device = "cpu",
 ) -> CurveResult:
     """Evaluate every predictor on the same ``n_prompts`` prompts (EVAL domain), at the
-    curriculum's final length and dims unless overridden."""
+    curriculum's final length and dims unless overridden; ``query`` names a QUERY_SHIFTS entry."""
+    if query is not None:
+        query_shift(query)  # an unknown name fails before any work
     n_points = n_points or sampler.cfg.n_points
     n_dims = n_dims or sampler.cfg.n_dims
     chunks: dict[str, list[np.ndarray]] = {name: [] for name in predictors}
@@ -88,21 +90,17 @@ def error_curves(
 def shift_queries(
     batch: Batch, query: str, sampler: Sampler, block: int, mixture: PretrainMixture, inputs: InputConfig
 ) -> tuple[Batch, Tensor, Tensor]:
-    """Apply a query shift: returns the (possibly changed) context batch, the query inputs
-    and their labels (B, N), from their own EVAL streams (substream 1)."""
+    """Apply the query shift ``query``: returns the (possibly changed) context batch, the query
+    inputs and their labels (B, N), from their own EVAL streams (substream 1)."""
     B, N, D = batch.xs.shape
     d = batch.info["n_dims"]
     dev = batch.xs.device
     g = generator(sampler.seed, block, Stream.INPUTS, substream=1, domain=Domain.EVAL, device=dev)
     fresh = torch.nn.functional.pad(sample_inputs(inputs, B, N, d, g), (0, D - d))
-    xs, ys = batch.xs, batch.ys
-    if query == "orthant_context":
-        xs, qxs = orthant_context(xs, fresh, g)
+    xs, qxs = query_shift(query)(batch.xs, fresh, g)
+    ys = batch.ys
+    if xs is not batch.xs:  # a moved context keeps its label noise: f(new x) + (y - f(old x))
         ys = mixture.evaluate(batch.info, xs[..., :d]) + (batch.ys - mixture.evaluate(batch.info, batch.xs[..., :d]))
-    elif query == "orthogonal":
-        qxs = orthogonal_queries(xs, fresh)
-    else:
-        qxs = repeated_queries(xs, fresh, g)
     g_noise = generator(sampler.seed, block, Stream.NOISE, substream=1, domain=Domain.EVAL, device=dev)
     qys = mixture.evaluate(batch.info, qxs[..., :d])
     qys = qys + batch.info["noise_std"][:, None] * torch.randn(B, N, generator=g_noise, device=dev)

@@ -9,55 +9,92 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from icl import outputs
-from icl.baselines import build_baseline
-from icl.baselines.bayes import BayesMixture
+from icl.baselines import BASELINES, build_baseline
+from icl.checkpoint.io import resolve_checkpoint
+from icl.checkpoint.load import load_model
 from icl.config import Config
 from icl.errors import ICLError
+from icl.eval_config import MAX_PROMPTS
 from icl.evaluation.curves import error_curves
+from icl.evaluation.ks import interesting_ks
 from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
 from icl.fileio import atomic_write
-from icl.resources import MAX_PROMPTS, check_evaluation
+from icl.resources import check_evaluation
 from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
 OUT_FLAG = "--out"  # how messages about the output directory name it (`icl eval --out`, default RUN/eval/SUITE)
-BAYES = {
-    "bayes": "Bayes-optimal for the scenario's distribution",
-    "bayes_train": "Bayes-optimal for the training mixture",
-}
 
 
 def table_k(cfg: Config, n_points: int) -> int:
     return cfg.eval.table_k or min(16, n_points - 1)
 
 
+def scenario_dependent(name: str) -> bool:
+    """Whether the baseline ``name`` is built per scenario (the Bayes-optimal ones)."""
+    return name in BASELINES and BASELINES[name].scenario_dependent
+
+
 def build_baselines(names: list[str], n_dims: int) -> dict[str, Any]:
-    """The non-Bayes baselines named in ``names``, built once per evaluation (Bayes references
-    depend on the scenario and are built by ``build_predictors``). ``checkpoint:PATH`` loads a
-    trained model (a run directory or a .ckpt file) as a baseline, e.g. a specialist to compare
-    with a mixture model; its display name is ``checkpoint(<run name>)``."""
+    """The baselines named in ``names`` that do not depend on the scenario, built once per
+    evaluation (the others are built by ``build_predictors``). ``checkpoint:PATH`` loads a trained
+    model (a run directory or a .ckpt file) as a baseline, e.g. a specialist to compare with a
+    mixture model; its display name is ``checkpoint(<run name>)``, or ``checkpoint(<run
+    name>:<file stem>)`` where several files of one run name are compared."""
+    specs = [name.partition(":") for name in names]
+    labels = checkpoint_labels([arg for kind, sep, arg in specs if kind == "checkpoint" and sep])
     built: dict[str, Any] = {}
-    for name in names:
-        if name in BAYES:
+    for name, (kind, sep, arg) in zip(names, specs, strict=True):
+        if scenario_dependent(name):
             continue
-        kind, sep, arg = name.partition(":")
         if kind == "checkpoint" and sep:
-            if not arg:
-                raise ICLError("baseline checkpoint: allowed form is checkpoint:PATH (a run directory or .ckpt file)")
-            pred = build_baseline("checkpoint", path=arg)
-            if pred.model.n_dims != n_dims:
+            ckpt, label = labels[arg]
+            if label in built:  # the same file named twice
+                continue
+            model, _cfg = load_model(ckpt)
+            if model.n_dims != n_dims:
                 raise ICLError(
-                    f"baseline {name}: the checkpoint takes {pred.model.n_dims}-d inputs; allowed: a model of "
+                    f"baseline {name}: the checkpoint takes {model.n_dims}-d inputs; allowed: a model of "
                     f"the evaluated model's input dims ({n_dims})"
                 )
-            built[pred.label] = pred.predict
+            built[label] = build_baseline("checkpoint", model=model, label=label).predict
         else:
             built[name] = build_baseline(name).predict
     return built
+
+
+def checkpoint_labels(paths: list[str]) -> dict[str, tuple[Path, str]]:
+    """PATH of each ``checkpoint:PATH`` -> (checkpoint file, display name). Names are unique per
+    file: ``checkpoint(<run>)``, or ``checkpoint(<run>:<file stem>)`` where files of one run name
+    collide (e.g. two steps of a run); the same file named twice is one baseline."""
+    files: dict[str, Path] = {}
+    for arg in paths:
+        if not arg:
+            raise ICLError("baseline checkpoint: allowed form is checkpoint:PATH (a run directory or .ckpt file)")
+        files[arg] = resolve_checkpoint(arg)
+
+    def run_name(ckpt: Path) -> str:
+        return (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent).name
+
+    by_run: dict[str, set[Path]] = {}
+    for ckpt in files.values():
+        by_run.setdefault(run_name(ckpt), set()).add(ckpt.resolve())
+    labels: dict[str, tuple[Path, str]] = {}
+    owner: dict[str, tuple[str, Path]] = {}
+    for arg, ckpt in files.items():
+        run = run_name(ckpt)
+        label = f"checkpoint({run})" if len(by_run[run]) == 1 else f"checkpoint({run}:{ckpt.stem})"
+        first = owner.setdefault(label, (arg, ckpt.resolve()))
+        if first[1] != ckpt.resolve():
+            raise ICLError(
+                f"baselines checkpoint:{first[0]} and checkpoint:{arg}: both would be labelled {label}; "
+                "allowed: checkpoints whose run names or file names differ"
+            )
+        labels[arg] = (ckpt, label)
+    return labels
 
 
 def build_predictors(
@@ -69,17 +106,17 @@ def build_predictors(
     n_dims: int,
     notes: list[str],
 ):
-    """The model, the prebuilt ``baselines`` and the Bayes references named in ``names`` for
-    one scenario; Bayes references that do not exist for a scenario's classes are skipped with
-    a note instead of failing the suite."""
+    """The model, the prebuilt ``baselines`` and the scenario-dependent baselines named in
+    ``names`` (built for this scenario, under their registry names); those that do not exist for
+    a scenario's classes are skipped with a note instead of failing the suite."""
     predictors = {"model": model.predict} if model is not None else {}
     predictors.update(baselines)
     for name in names:
-        if name in BAYES:
+        if scenario_dependent(name):
             try:
-                bayes = BayesMixture(scenario.mixture if name == "bayes" else train_mixture)
-                bayes.predict(torch.zeros(1, 2, n_dims), torch.zeros(1, 2))  # some classes only refuse at predict time
-                predictors[name] = bayes.predict
+                pred = BASELINES[name].for_scenario(scenario.mixture, train_mixture)
+                pred.predict(torch.zeros(1, 2, n_dims), torch.zeros(1, 2))  # some classes only refuse at predict time
+                predictors[name] = pred.predict
             except ICLError as e:
                 notes.append(f"{scenario.name}: {name} skipped ({e})")
     return predictors
@@ -118,7 +155,7 @@ def evaluate_suite(
             cfg,
             n_prompts,
             field,
-            n_predictors=1 + len(built) + sum(n in BAYES for n in names),
+            n_predictors=1 + len(built) + sum(scenario_dependent(n) for n in names),
             n_points=max(sc.n_points or cfg.data.n_points for sc in scenarios),
             skewed=any((sc.inputs or cfg.data.inputs).covariance != "isotropic" for sc in scenarios),
         )
@@ -238,10 +275,7 @@ def write_summary(records, tables, notes, cfg: Config, suite: str, convention: s
     lines += [t for t in tables.values()]
     for name, rec in records.items():
         n = len(rec["k"])
-        ks = sorted(
-            {1, max(1, cfg.data.n_dims // 2), cfg.data.n_dims, 2 * cfg.data.n_dims, table_k(cfg, n), n - 1}
-            & set(rec["k"])
-        )
+        ks = sorted((set(interesting_ks(cfg.data.n_dims, n)) | {table_k(cfg, n)}) & set(rec["k"]))
         lines += [
             f"## {rec['title']}",
             "",
@@ -256,53 +290,3 @@ def write_summary(records, tables, notes, cfg: Config, suite: str, convention: s
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes]
     atomic_write(out / "summary.md", "\n".join(lines) + "\n")
-
-
-class PeriodicEval(Callback):
-    """Every ``eval.every`` steps: curves of the model and ``eval.periodic_baselines`` on
-    ``eval.periodic_suite`` with ``eval.periodic_n_prompts`` prompts, sent to every logger
-    as eval/<scenario>/<predictor>/mse@<k> for k in {1, d/2, d, 2d, last}."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
-        self.sampler = Sampler(cfg.data, cfg.eval.seed)
-        self.scenarios = build_suite(cfg.eval.periodic_suite, cfg, self.sampler.mixture)
-        self.baselines = build_baselines(cfg.eval.periodic_baselines, cfg.data.n_dims)
-        d, n = cfg.data.n_dims, cfg.data.n_points
-        self.ks = sorted({1, max(1, d // 2), d, 2 * d, n - 1} & set(range(n)))
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
-        if step % self.cfg.eval.every or trainer.global_rank != 0:
-            return
-        model = module.model
-        was_training = model.training
-        model.eval()
-        values: dict[str, float] = {}
-        with torch.no_grad():
-            for sc in self.scenarios:
-                predictors = build_predictors(
-                    model,
-                    self.cfg.eval.periodic_baselines,
-                    self.baselines,
-                    sc,
-                    self.sampler.mixture,
-                    self.cfg.data.n_dims,
-                    [],
-                )
-                result = error_curves(
-                    predictors,
-                    self.sampler,
-                    self.cfg.eval.periodic_n_prompts,
-                    n_points=sc.n_points,
-                    mixture=sc.mixture,
-                    inputs=sc.inputs,
-                    query=sc.query,
-                    device=module.device,
-                )
-                for pred, err in result.sq_errors.items():
-                    mean = err.mean(axis=0)
-                    values.update({f"eval/{sc.name}/{pred}/mse@{k}": float(mean[k]) for k in self.ks if k < len(mean)})
-        model.train(was_training)
-        for lg in trainer.loggers:
-            lg.log_metrics(values, step=step)

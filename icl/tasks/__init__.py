@@ -1,61 +1,17 @@
-"""Function classes and their registry: ``build_task(name, params)`` turns a config entry into
+"""Function classes and their registration: ``build_task(name, params)`` turns a config entry into
 a ``FunctionClass``. Registry keys equal the config names."""
 
 from __future__ import annotations
 
-import math
-import types
-import typing
-from typing import Any
-
-from icl.errors import ICLError
 from icl.tasks.base import FunctionClass, Params
 from icl.tasks.combination import ConvexCombination
 from icl.tasks.linear import DenseLinear, SparseLinear
+from icl.tasks.quadratic import Quadratic
+from icl.tasks.registry import TASKS, build_task, register
 from icl.tasks.relu import ReluNet
 from icl.tasks.sinusoid import Sinusoid
 
-TASKS: dict[str, type[FunctionClass]] = {
-    cls.name: cls for cls in (DenseLinear, SparseLinear, Sinusoid, ReluNet, ConvexCombination)
-}
-
-
-def build_task(name: str, params: dict[str, Any] | None = None) -> FunctionClass:
-    """Build a registered function class, rejecting unknown names and parameters."""
-    if name not in TASKS:
-        raise ICLError(f"unknown function class {name!r}; allowed: {', '.join(sorted(TASKS))}")
-    cls = TASKS[name]
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(cls.field_names()))
-    if unknown:
-        raise ICLError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}")
-    hints = typing.get_type_hints(cls)
-    checked = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in params.items()}
-    return cls(**checked)
-
-
-def _check_type(field: str, value: Any, hint: Any) -> Any:
-    """Accept ``value`` if it fits the annotation ``hint`` (ints are accepted as floats)."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for t in options:
-        origin = typing.get_origin(t) or t
-        if t is type(None) and value is None:
-            return None
-        if origin is bool and isinstance(value, bool):
-            return value
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):  # NaN passes every range check written as x < lo
-                raise ICLError(f"{field}: got {value!r}; allowed: a finite number")
-            return float(value)
-        if origin is list and isinstance(value, (list, tuple)):
-            return list(value)
-        if t is Any:
-            return value
-    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in options)
-    raise ICLError(f"{field}: got {value!r}; allowed: {names}")
-
+register(DenseLinear, SparseLinear, Sinusoid, ReluNet, ConvexCombination, Quadratic)
 
 __all__ = [
     "TASKS",
@@ -67,4 +23,5 @@ __all__ = [
     "Sinusoid",
     "ReluNet",
     "ConvexCombination",
+    "Quadratic",
 ]

@@ -25,6 +25,10 @@ class FunctionClass:
     """
 
     name: ClassVar[str] = ""
+    # How the Bayes-optimal baseline computes this class's posterior: a key of
+    # icl.baselines.bayes.POSTERIORS, or None where no exact posterior exists (`bayes` then
+    # refuses mixtures that give the class a positive weight).
+    bayes_posterior: ClassVar[str | None] = None
 
     def check(self, n_dims: int) -> None:
         """Raise ICLError if this class cannot be used with inputs of ``n_dims`` dimensions."""

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from icl.tasks.base import FunctionClass, Params, require
+from icl.tasks.registry import build_task
 
 
 @dataclasses.dataclass
@@ -25,8 +26,6 @@ class ConvexCombination(FunctionClass):
     coefs: list[float] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from icl.tasks import build_task
-
         require(
             len(self.components) >= 1,
             "convex_combination.components",

@@ -17,6 +17,7 @@ class DenseLinear(FunctionClass):
     (paper 2), whose variance is d for x ~ N(0, I_d)."""
 
     name = "dense_linear"
+    bayes_posterior = "gaussian_linear"
     normalize: bool = True
     w_scale: float = 1.0  # multiplies w: > 1 or < 1 gives paper 2's "weights scaled" shift
 
@@ -42,6 +43,7 @@ class SparseLinear(FunctionClass):
     every active coordinate is used. ``normalize=False``: f(x) = w.x (paper 2)."""
 
     name = "sparse_linear"
+    bayes_posterior = "sparse_supports"
     nnz: int = 2
     normalize: bool = True
     w_scale: float = 1.0

@@ -44,6 +44,7 @@ class Sinusoid(FunctionClass):
     """
 
     name = "sinusoid"
+    bayes_posterior = "frequency_grid"
     freq_shape: float = 6.0
     freq_scale: float = 1.0 / 6.0
     freq: float | None = None

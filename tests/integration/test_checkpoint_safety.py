@@ -9,6 +9,8 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -17,7 +19,10 @@ import torch
 import yaml
 from support import TINY
 
-from icl.checkpoint import AtomicCheckpointIO, check_resumable, load_model, read_checkpoint
+from icl.checkpoint.io import read_checkpoint
+from icl.checkpoint.load import load_model
+from icl.checkpoint.validate import check_resumable
+from icl.checkpoint.writer import AtomicCheckpointIO
 from icl.cli import main
 from icl.config import load_config
 from icl.errors import ICLError
@@ -242,3 +247,14 @@ def test_good_checkpoint_resumes_through_the_safe_reader(lab, monkeypatch, capsy
     assert resumed["global_step"] == 6
     model, _ = load_model(last)
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_reading_a_checkpoint_and_loading_its_model_import_no_lightning():
+    """`icl eval` reads checkpoints without the training stack (a fresh interpreter: this one has
+    imported Lightning already)."""
+    code = (
+        "import sys, icl.checkpoint.io, icl.checkpoint.load; "
+        "print(sorted(m for m in sys.modules if m.startswith(('lightning', 'pytorch_lightning'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from support import TINY
 
-from icl.checkpoint import read_checkpoint
+from icl.checkpoint.io import read_checkpoint
 from icl.config import load_config
 from icl.errors import ICLError
 from icl.runs import prepare_new_run, train
@@ -45,6 +45,7 @@ def single(tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # two DDP processes: about 10 s
 def test_two_cpu_processes_match_the_single_process_run(single, tmp_path):
     res = icl_train("train.devices=2", "train.strategy=ddp", "--run-dir", "ddp", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from support import TINY
 
-from icl.checkpoint import load_model
+from icl.checkpoint.load import load_model
 from icl.config import load_config
 from icl.evaluation.run import evaluate_suite
 from icl.runs import prepare_new_run, train
@@ -103,6 +103,23 @@ def test_a_checkpoint_as_baseline_reproduces_that_model(run_dir, tmp_path):
     curves = records["in_dist.dense_linear"]["curves"]
     assert set(curves) == {"model", f"checkpoint({run_dir.name})"}
     assert curves["model"] == curves[f"checkpoint({run_dir.name})"]
+
+
+def test_two_checkpoints_of_one_run_are_both_kept_under_distinct_names(run_dir, tmp_path):
+    model, cfg = load_model(run_dir)
+    step3 = run_dir / "checkpoints" / "step=0000003.ckpt"
+    records = evaluate_suite(
+        model,
+        cfg,
+        "in_distribution",
+        tmp_path / "out",
+        baselines=["checkpoint:" + str(run_dir), "checkpoint:" + str(step3)],
+        n_prompts=20,
+    )
+    curves = records["in_dist.dense_linear"]["curves"]
+    last, early = f"checkpoint({run_dir.name}:last)", f"checkpoint({run_dir.name}:step=0000003)"
+    assert set(curves) == {"model", last, early}
+    assert curves["model"] == curves[last] and curves[early] != curves[last]
 
 
 def test_one_dimensional_runs_get_prediction_sweeps(tmp_path):

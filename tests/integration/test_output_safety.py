@@ -196,12 +196,12 @@ def test_replacing_what_icl_did_not_write_is_refused_and_loses_nothing(workdir, 
 
 
 def test_refusals_come_before_the_model_is_loaded(workdir, monkeypatch, capsys):
-    import icl.checkpoint
+    import icl.checkpoint.load
 
     def fail(*args, **kwargs):
         raise AssertionError("the model was loaded before the output directory was checked")
 
-    monkeypatch.setattr(icl.checkpoint, "load_model", fail)
+    monkeypatch.setattr(icl.checkpoint.load, "load_model", fail)
     monkeypatch.chdir(workdir)
     check_one_line(main(["eval", "run", "--out", "run"]), capsys.readouterr().err, r"is a run directory")
 

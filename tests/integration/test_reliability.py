@@ -17,7 +17,9 @@ import pytest
 import torch
 from support import TINY
 
-from icl.checkpoint import FAULT_KILL_IN_SAVE, read_checkpoint, resume_checkpoint
+from icl.checkpoint.io import read_checkpoint
+from icl.checkpoint.validate import resume_checkpoint
+from icl.checkpoint.writer import FAULT_KILL_IN_SAVE
 from icl.cli import main
 from icl.config import load_config
 from icl.errors import ICLError
@@ -25,7 +27,7 @@ from icl.rng import Domain
 from icl.runs import RESUME_LOG, checkpoint_bytes, prepare_new_run, train
 from icl.runstate import run_state
 from icl.sampling import Sampler
-from icl.training import ICLModule
+from icl.training.module import ICLModule
 
 STEPS = 40
 RUN = [*TINY, f"train.steps={STEPS}", "train.checkpoint_every=4", "eval.n_prompts=50"]

@@ -1,6 +1,6 @@
 """`icl report` on tiny finished sweeps (dense/sparse at d = 4, linear/sinusoid at d = 1): every
 table and plot is written, the numbers are the runs' own evaluations, the prediction distances
-are measured on the evaluation prompts, and paper 1's numbers are matched only at paper scale."""
+are measured on the evaluation prompts, and each section applies to the runs it declares."""
 
 import csv
 from pathlib import Path
@@ -9,15 +9,18 @@ import pytest
 import torch
 import yaml
 
-from icl import report, sweeps
-from icl.checkpoint import load_model
+from icl import sweeps
+from icl.checkpoint.load import load_model
 from icl.cli import main
-from icl.config import load_config
 from icl.errors import ICLError
 from icl.evaluation.curves import error_curves
+from icl.report.cache import CLASSES_DIR, class_curves, class_mixture, eval_classes
+from icl.report.runs import collect_runs
+from icl.report.sections import fig3, gaps, sinusoid
+from icl.report.sections.fig3 import prediction_distances
+from icl.report.writer import write_report
 from icl.sampling import Sampler
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = {
     "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_points": 8},
     "train": {"steps": 4, "lr": 1e-3, "progress_bar": False, "log_every": 2, "checkpoint_every": 2},
@@ -96,7 +99,7 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
     labels = ["1 dense_linear", "0.5 dense_linear + 0.5 sparse_linear(nnz=1)", "1 sparse_linear(nnz=1)"]
     assert [h for h in fig1[0] if h in labels] == labels  # dense weight 1, 0.5, 0 (paper's column order reversed)
     for run_dir in (p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file()):
-        cached = run_dir / "eval" / report.CLASSES_DIR / "class.sparse_linear_nnz_1.json"
+        cached = run_dir / "eval" / CLASSES_DIR / "class.sparse_linear_nnz_1.json"
         assert cached.is_file()
     ls_dense = float(fig1[0]["least_squares"])
     assert 0.0 < ls_dense < 1.0  # 3 examples in 4 dims: 1 - k/d = 0.25 in expectation
@@ -115,7 +118,7 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
 
 def test_sinusoid_report_has_convex_and_frequency_tables(swept):
     _, _, sweep_dir = swept
-    out = report.write_report(sweep_dir)
+    out = write_report(sweep_dir)
     names = {p.name for p in out.iterdir()}
     assert {"convex.csv", "convex.png", "frequency.csv", "frequency.png", "fig1.png", "fig2.png"} <= names
     assert "fig3.png" not in names  # no sparse class at d = 1
@@ -128,13 +131,24 @@ def test_sinusoid_report_has_convex_and_frequency_tables(swept):
     assert prior[0] < 0.01 and 0.4 < prior[1] < 0.7
 
 
+def test_sections_declare_the_runs_they_apply_to(swept):
+    _, dense_sparse, sine = swept
+    ds, _ = collect_runs(dense_sparse)
+    sin, _ = collect_runs(sine)
+    assert fig3.applies(ds) and not fig3.applies(sin)  # a sparse class, d >= 2
+    assert sinusoid.applies(sin) and not sinusoid.applies(ds)  # sinusoids at d = 1
+    assert gaps.applies(ds) and gaps.applies(sin)  # a mixture beside a specialist of one of its classes
+    assert not gaps.applies([r for r in ds if len(r.active) == 2])  # a mixture alone
+    assert not gaps.applies([r for r in ds if len(r.active) == 1])  # specialists alone
+
+
 def test_prediction_distances_use_the_evaluation_prompts(swept):
     _, sweep_dir, _ = swept
-    runs, _ = report.collect_runs(sweep_dir)
+    runs, _ = collect_runs(sweep_dir)
     run, other = runs[1], runs[0]
     a, b = run.model("cpu"), other.model("cpu")
-    mixture = report._mixture({"name": "sparse_linear", "params": {"nnz": 2}, "noise_std": 0.0}, 4)
-    dist = report.prediction_distances({"a": a, "b": b, "a2": a}, run, mixture, 30, "cpu")
+    mixture = class_mixture({"name": "sparse_linear", "params": {"nnz": 2}, "noise_std": 0.0}, 4)
+    dist = prediction_distances({"a": a, "b": b, "a2": a}, run, mixture, 30, "cpu")
     assert dist[("a", "a2")].max() == 0
     # error_curves sees (p_a - p_b + y - y)^2 on its prompts: the same prompts give the same number.
     sampler = Sampler(run.cfg.data, run.cfg.eval.seed)
@@ -142,34 +156,21 @@ def test_prediction_distances_use_the_evaluation_prompts(swept):
     assert dist[("a", "b")] == pytest.approx(curves.sq_errors["d"].mean(axis=0), rel=1e-6, abs=1e-9)
 
 
-def test_paper_numbers_only_match_runs_at_paper_scale():
-    exp = ROOT / "configs" / "experiments"
-    cfg = load_config([exp / "dense_sparse_w0.5.yaml"])
-    assert report.paper_run(cfg) == ("dense_sparse", 0.5, "standard")
-    assert report.paper_curve("dense", report.paper_run(cfg))[16] == 0.198
-    tiny = load_config([exp / "dense_sparse_w0.5.yaml", ROOT / "configs" / "model" / "tiny.yaml"])
-    assert report.paper_curve("sparse2", report.paper_run(tiny))[16] == 0.278  # Fig. 8b
-    relu = load_config([exp / "dense_relu_w0.yaml"])
-    assert report.paper_curve("relu", report.paper_run(relu))[39] == 0.281
-    assert report.paper_run(load_config([ROOT / "configs" / "repro" / "dense_sparse_w0.5.yaml"])) is None
-    assert report.paper_run(load_config([exp / "dense_sparse_w0.5.yaml"], ["data.mixture.1.params.nnz=3"])) is None
-
-
 def test_report_refuses_a_directory_without_finished_runs(tmp_path):
     with pytest.raises(ICLError, match="no finished runs"):
-        report.write_report(tmp_path)
+        write_report(tmp_path)
     with pytest.raises(ICLError, match="sweep directory not found"):
-        report.write_report(tmp_path / "missing")
+        write_report(tmp_path / "missing")
 
 
 def test_loaded_model_predicts_like_the_cached_curve(swept):
     """The report's numbers come from the trained weights (not, say, a fresh model)."""
     _, sweep_dir, _ = swept
-    runs, _ = report.collect_runs(sweep_dir)
+    runs, _ = collect_runs(sweep_dir)
     model, cfg = load_model(runs[0].path)
-    cls = next(c for c in report.eval_classes(runs) if c.title == "dense_linear")
+    cls = next(c for c in eval_classes(runs) if c.title == "dense_linear")
     sampler = Sampler(cfg.data, cfg.eval.seed)
     with torch.no_grad():
-        curves = error_curves({"model": model.predict}, sampler, 30, mixture=report._mixture(cls.spec, 4))
-    cached = report.class_curves(runs[0], cls, 30, "cpu", [])
+        curves = error_curves({"model": model.predict}, sampler, 30, mixture=class_mixture(cls.spec, 4))
+    cached = class_curves(runs[0], cls, 30, "cpu", [])
     assert cached["curves"]["model"]["mean"] == pytest.approx(curves.sq_errors["model"].mean(axis=0).tolist())

@@ -17,7 +17,7 @@ import pytest
 import torch
 from support import TINY, hold_lock
 
-from icl.checkpoint import read_checkpoint
+from icl.checkpoint.io import read_checkpoint
 from icl.cli import main
 from icl.runs import RESUME_LOG
 

@@ -163,6 +163,7 @@ def test_unknown_config_key_in_a_sweep_is_refused_before_anything_runs(tmp_path,
     assert not Path("runs").exists()
 
 
+@pytest.mark.slow  # two processes killed and resumed: about 30 s
 def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_sweep("resume", {"train.steps": {"values": [6, 7, 300]}})
@@ -198,7 +199,7 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     assert runstate.run_state(long, 300) == "done"
     log = Path("runs/resume/logs/steps-300.log").read_text()
     assert "resume/steps-300: partial" in log and "resume: resumed" in log
-    from icl.checkpoint import read_checkpoint
+    from icl.checkpoint.io import read_checkpoint
 
     assert read_checkpoint(long)["global_step"] == 300
 
@@ -229,7 +230,7 @@ def test_run_states_follow_the_most_advanced_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "repro").glob("*.yaml")), ids=lambda p: p.stem)
 def test_repro_configs_train_a_few_steps(path, tmp_path):
-    from icl.checkpoint import read_checkpoint
+    from icl.checkpoint.io import read_checkpoint
     from icl.config import load_config
     from icl.runs import prepare_new_run, train
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from support import TINY
 
-from icl.checkpoint import load_model, read_checkpoint
+from icl.checkpoint.io import read_checkpoint
+from icl.checkpoint.load import load_model
 from icl.config import load_config
 from icl.errors import ICLError
 from icl.rng import Domain
@@ -34,7 +35,7 @@ def test_five_steps_write_a_checkpoint_that_reloads_to_identical_predictions(tmp
     assert ckpt["icl_config"]["train"]["steps"] == 5
     model, cfg = load_model(run_dir)
     batch = Sampler(cfg.data, 99).sample_batch(0, domain=Domain.EVAL)
-    from icl.training import ICLModule
+    from icl.training.module import ICLModule
 
     module = ICLModule(ckpt["icl_config"])
     module.load_state_dict(ckpt["state_dict"])

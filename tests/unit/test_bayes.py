@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from icl.baselines import BayesMixture, LeastSquares, Ridge, build_baseline, component
+from icl.baselines import BASELINES, BayesMixture, BayesTrain, LeastSquares, Ridge, build_baseline, component
+from icl.baselines.bayes import POSTERIORS
 from icl.errors import ICLError
 from icl.rng import Domain
-from icl.sampling import ComponentConfig, DataConfig, Sampler
-from icl.tasks import ConvexCombination, DenseLinear, ReluNet, Sinusoid, SparseLinear
+from icl.sampling import ComponentConfig, DataConfig, PretrainMixture, Sampler
+from icl.tasks import TASKS, ConvexCombination, DenseLinear, ReluNet, Sinusoid, SparseLinear
 
 
 def draw(task, b, n, d, noise, seed):
@@ -231,3 +232,39 @@ def test_refusals():
         BayesMixture(component(SparseLinear(nnz=3)), max_supports=100).predict(xs, ys)
     with pytest.raises(ICLError, match="bayes.noise_floor"):
         BayesMixture(component(DenseLinear()), noise_floor=0.0)
+
+
+def test_every_function_class_declares_a_registered_posterior_or_none():
+    declared = {name: cls.bayes_posterior for name, cls in TASKS.items()}
+    assert all(key is None or key in POSTERIORS for key in declared.values()), declared
+    assert {name for name, key in declared.items() if key} == {"dense_linear", "sparse_linear", "sinusoid"}
+    # The mixture dispatches on the declaration alone: a class naming another's posterior gets it.
+    class Relabelled(DenseLinear):
+        name = "relabelled"
+        bayes_posterior = "gaussian_linear"
+
+    xs, ys = draw(DenseLinear(), 2, 6, 3, 0.2, seed=12)
+    torch.testing.assert_close(
+        BayesMixture(component(Relabelled(), 0.2)).predict(xs, ys),
+        BayesMixture(component(DenseLinear(), 0.2)).predict(xs, ys),
+        rtol=0,
+        atol=0,
+    )
+
+    class Misdeclared(DenseLinear):
+        name = "misdeclared"
+        bayes_posterior = "nope"
+
+    with pytest.raises(ICLError, match="misdeclared declares bayes_posterior 'nope'; allowed: gaussian_linear"):
+        BayesMixture(component(Misdeclared()))
+
+
+def test_bayes_and_bayes_train_are_built_per_scenario_from_their_mixture():
+    assert {name for name, cls in BASELINES.items() if cls.scenario_dependent} == {"bayes", "bayes_train"}
+    scenario = PretrainMixture([component(SparseLinear(nnz=1), 0.1)])
+    train = PretrainMixture([component(DenseLinear(), 0.1)])
+    xs, ys = draw(SparseLinear(nnz=1), 2, 6, 3, 0.1, seed=13)
+    for cls, expected in ((BayesMixture, scenario), (BayesTrain, train)):
+        built = BASELINES[cls.name].for_scenario(scenario, train)
+        assert type(built) is cls
+        torch.testing.assert_close(built.predict(xs, ys), BayesMixture(expected).predict(xs, ys), rtol=0, atol=0)

@@ -1,5 +1,6 @@
 """Config: every shipped file validates; merge order; bad input is one clear ICLError; every
-number finite; safe YAML; sizes by arithmetic (parameter count, memory estimates)."""
+number finite; safe YAML; sizes by arithmetic (parameter count, memory estimates); the bottom of
+the import graph."""
 
 import dataclasses
 import inspect
@@ -12,9 +13,9 @@ import yaml
 from icl import resources
 from icl.config import Config, from_dict, load_config, to_dict
 from icl.errors import ICLError
+from icl.eval_config import MAX_PROMPTS
 from icl.model import ICLTransformer, ModelConfig
 from icl.resources import (
-    MAX_PROMPTS,
     check_evaluation,
     check_resources,
     checkpoint_bytes,
@@ -22,6 +23,7 @@ from icl.resources import (
     param_count,
     training_estimate,
 )
+from icl.runs import check_run_config
 from icl.tasks import TASKS
 from icl.yamlio import MAX_YAML_BYTES, read_yaml
 
@@ -74,7 +76,7 @@ def test_mixture_list_override():
         (["train.nope=1"], "unknown key 'train.nope'"),
         (["data.n_dims=abc"], "data.n_dims"),
         (["train.lr"], "key=value"),
-        (["data.mixture.0.name=quadratic"], "unknown function class 'quadratic'; allowed: convex_combination"),
+        (["data.mixture.0.name=cubic"], "unknown function class 'cubic'; allowed: convex_combination"),
         (["data.mixture.0.name=sparse_linear", "data.mixture.0.params.nnz=0"], r"nnz.*1..20"),
         (["data.mixture.0.name=sparse_linear", "data.mixture.0.params.nnz=21"], r"nnz.*1..20"),
         (["data.mixture.0.weight=0.7"], "summing to 1"),
@@ -350,3 +352,19 @@ def test_evaluation_check_names_how_many_prompts_fit():
     check_evaluation(cfg, fit, available_bytes=available)
     with pytest.raises(ICLError):
         check_evaluation(cfg, fit + 1, available_bytes=available)
+
+
+
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("eval.baselines=[nope]", r"eval\.baselines: unknown baseline 'nope'; allowed: .*checkpoint:PATH"),
+        ("eval.periodic_baselines=[nope]", r"eval\.periodic_baselines: unknown baseline 'nope'"),
+        ("eval.periodic_suite=bogus", r"eval\.periodic_suite: unknown suite or scenario 'bogus'"),
+    ],
+)
+def test_registry_names_are_checked_by_the_run_layer(override, match):
+    cfg = load_config([], ["eval.every=10", override])  # config.py knows no registry above it
+    with pytest.raises(ICLError, match=match):
+        check_run_config(cfg)

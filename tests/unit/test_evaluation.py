@@ -1,6 +1,7 @@
 """Evaluation: scenarios build, query shifts do what they say, curves are reproducible and
 their bootstrap intervals contain the mean."""
 
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,11 @@ from icl.baselines import build_baseline
 from icl.config import load_config
 from icl.errors import ICLError
 from icl.evaluation.curves import CurveResult, error_curves
-from icl.evaluation.prompts import orthogonal_queries, predict_at_queries, repeated_queries
-from icl.evaluation.scenarios import SCENARIOS, SUITES, build_suite
+from icl.evaluation.ks import interesting_ks
+from icl.evaluation.queries import QUERY_SHIFTS, orthogonal_queries, predict_at_queries, repeated_queries
+from icl.evaluation.run import checkpoint_labels
+from icl.evaluation.scenarios import SCENARIOS, build_suite, suites
+from icl.evaluation.scenarios.base import Scenario, single
 from icl.sampling import Sampler
 
 D20 = load_config([], ["model.max_points=60"])
@@ -31,9 +35,43 @@ def test_every_scenario_builds_and_samples(cfg, family):
 
 
 def test_suites_name_known_families_and_unknown_names_fail():
-    assert all(f in SCENARIOS for fams in SUITES.values() for f in fams)
-    with pytest.raises(ICLError, match="allowed suites"):
+    assert list(suites())[:5] == ["in_distribution", "paper1_dense_sparse", "paper1_sinusoid", "robustness", "length"]
+    assert all(f in SCENARIOS for fams in suites().values() for f in fams)
+    with pytest.raises(ICLError, match="unknown suite or scenario 'nope'; allowed suites: in_distribution, "):
         build_suite("nope", D20, Sampler(D20.data, 0).mixture)
+
+
+def test_unknown_query_shift_fails_when_the_scenario_is_built():
+    with pytest.raises(ICLError, match="scenario s: unknown query shift 'sideways'; allowed: orthant_context, "):
+        Scenario("s", "s", single("dense_linear"), query="sideways")
+    with pytest.raises(ICLError, match="unknown query shift 'sideways'"):
+        error_curves({}, Sampler(D20.data, 0), 10, query="sideways")
+
+
+@pytest.mark.parametrize("name", sorted(QUERY_SHIFTS))
+def test_every_query_shift_runs_and_is_reproducible(name):
+    cfg = load_config([], ["data.n_dims=3", "data.n_points=6"])
+    preds = {"ls": build_baseline("least_squares").predict}
+    a = error_curves(preds, Sampler(cfg.data, 0), 30, query=name).sq_errors["ls"]
+    b = error_curves(preds, Sampler(cfg.data, 0), 30, query=name).sq_errors["ls"]
+    assert a.shape == (30, 6) and np.isfinite(a).all() and np.array_equal(a, b)
+
+
+def test_negated_queries_negate_an_earlier_context_input():
+    g = torch.Generator().manual_seed(0)
+    xs, fresh = torch.randn(5, 7, 3, generator=g), torch.randn(5, 7, 3, generator=g)
+    ctx, q = QUERY_SHIFTS["negated"](xs, fresh, g)
+    assert ctx is xs and torch.equal(q[:, 0], fresh[:, 0])
+    for b in range(5):
+        for i in range(1, 7):
+            assert any(torch.equal(q[b, i], -xs[b, j]) for j in range(i))
+
+
+@pytest.mark.parametrize(
+    "d,n,expected", [(20, 41, [1, 10, 20, 40]), (5, 11, [1, 2, 5, 10]), (1, 3, [1, 2]), (3, 2, [1]), (4, 1, [0])]
+)
+def test_interesting_ks(d, n, expected):
+    assert interesting_ks(d, n) == expected
 
 
 def test_orthogonal_queries_are_orthogonal_to_their_context():
@@ -95,3 +133,29 @@ def test_bootstrap_interval_contains_the_mean():
     for m, lo, hi in zip(stats["mean"], stats["ci_low"], stats["ci_high"], strict=True):
         assert lo < m < hi
         assert hi - lo < 0.5  # ~ 2 * 1.645 * sd / sqrt(500) = 0.15 for unit-sd data
+
+
+def test_checkpoint_labels_are_unique_per_file_or_refused(tmp_path):
+    def ckpt(*parts):
+        path = tmp_path.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        return str(path)
+
+    a_last, a_step = ckpt("a", "run", "checkpoints", "last.ckpt"), ckpt("a", "run", "checkpoints", "step=0000003.ckpt")
+    other = ckpt("b", "other", "checkpoints", "last.ckpt")
+    run_dir = str(tmp_path / "a" / "run")
+    labels = checkpoint_labels([run_dir, a_step, other, a_last])
+    assert {arg: label for arg, (_, label) in labels.items()} == {
+        run_dir: "checkpoint(run:last)",  # the run directory means its last.ckpt: the same file as a_last
+        a_step: "checkpoint(run:step=0000003)",
+        other: "checkpoint(other)",
+        a_last: "checkpoint(run:last)",
+    }
+    clash = ckpt("c", "run", "checkpoints", "last.ckpt")
+    with pytest.raises(ICLError, match=r"checkpoint:.*a/run and checkpoint:.*c/run/checkpoints/last.ckpt: both would"):
+        checkpoint_labels([run_dir, a_step, clash])
+    with pytest.raises(ICLError, match="allowed form is checkpoint:PATH"):
+        checkpoint_labels([""])
+
+

@@ -1,21 +1,21 @@
 """Speed paths leave results unchanged: the model's pruned last block and matmul attention
-against the plain GPT-2 computation, compiled vs eager, fused vs unfused Adam, and batches
-drawn on the device vs in the DataLoader, the flat-parameter optimiser vs the per-parameter one."""
+against the plain GPT-2 computation, fused vs unfused Adam, batches drawn on the device vs in
+the DataLoader, the flat-parameter optimiser vs the per-parameter one (compiled vs eager and the
+memory setting, which need compiles and processes, are in tests/integration/test_speed_paths.py)."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from support import TINY
+from support import loss_after_steps, module
 
-from icl.config import load_config, to_dict
+from icl.config import load_config
 from icl.errors import ICLError
-from icl.model import ICLTransformer, ModelConfig, matmul_attention_max_tokens
+from icl.model import ICLTransformer, ModelConfig
 from icl.sampling import DataConfig, Sampler
-from icl.training import FlatAdam, FlatAdamW, ICLModule, StepStream
+from icl.speed import FlatAdam, FlatAdamW, matmul_attention_max_tokens
+from icl.training.stream import StepStream
 
 
 def plain_forward(model: ICLTransformer, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -67,24 +67,6 @@ def test_gradients_equal_the_plain_computation():
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def module(*overrides):
-    return ICLModule(to_dict(load_config([], [*TINY, *overrides])))
-
-
-def loss_after_steps(m: ICLModule, n_steps: int) -> list[float]:
-    opt = m.configure_optimizers()["optimizer"]
-    stream = StepStream(m.sampler, 0)
-    losses = []
-    for step in range(n_steps):
-        _, xs, ys = stream.batch(step)
-        loss = ((m.train_forward(xs, ys) - ys) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
 
 
 def test_fused_and_unfused_adam_give_the_same_losses():
@@ -178,22 +160,8 @@ def test_every_parameter_gets_a_gradient(overrides):
     assert [n for n, p in m.model.named_parameters() if p.grad is None] == []
 
 
-@pytest.mark.parametrize("n_points", [11, 41])
-def test_the_model_compiles_to_one_graph(n_points):
-    """A graph break (e.g. an untraceable call in a block) splits the compiled model into
-    per-block frames, which recompile per block and fall back to eager past dynamo's limit."""
-    model = ICLTransformer(ModelConfig(n_layer=2, n_head=2, n_embd=16, max_points=41), n_dims=3)
-    explained = torch._dynamo.explain(model.forward)(torch.randn(2, n_points, 3), torch.randn(2, n_points))
-    assert explained.graph_break_count == 0, explained.break_reasons
 
 
-def test_compiled_and_eager_give_the_same_losses():
-    compiled, eager = module("train.compile=true"), module("train.compile=false")
-    assert compiled.train_forward is not compiled.model
-    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
-    torch.testing.assert_close(
-        torch.tensor(loss_after_steps(compiled, 2)), torch.tensor(loss_after_steps(eager, 2)), rtol=1e-4, atol=1e-6
-    )
 
 
 @pytest.mark.parametrize("rank,world", [(0, 1), (1, 2)])
@@ -209,17 +177,6 @@ def test_device_sampling_draws_the_dataloader_batches(rank, world):
         assert xs.shape[0] == 8 // world
 
 
-def test_device_sampling_trains_to_the_same_weights(tmp_path):
-    from icl.runs import prepare_new_run, train
-
-    states = []
-    for mode in ("loader", "device"):
-        cfg = load_config([], [*TINY, "train.steps=3", f"train.sampling={mode}"])
-        run_dir = prepare_new_run(cfg, tmp_path / mode, overwrite=False)
-        train(cfg, run_dir, evaluate=False)
-        states.append(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
-    for k in states[0]:
-        assert torch.equal(states[0][k], states[1][k]), k
 
 
 def test_bad_sampling_mode_is_refused():
@@ -227,55 +184,5 @@ def test_bad_sampling_mode_is_refused():
         load_config([], ["train.sampling=gpu"])
 
 
-def test_bench_cli_writes_the_table_and_json(tmp_path, capsys):
-    import json
-
-    from icl.cli import main
-
-    args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]
-    flags = ["--no-reference", "--no-compile", "--no-memory", "--no-loop", "--no-eval", "--no-bf16"]
-    assert main([*args, *flags, "--out", str(tmp_path)]) == 0
-    assert "tiny@curriculum_start" in capsys.readouterr().out
-    rec = json.loads((tmp_path / "bench.json").read_text())["cases"][0]
-    ours = rec["sides"]["ours"]
-    assert ours["ms_per_step"] > 0 and 0 < rec["sampling_fraction"] < 1
-    # 3 layers, E = 64, T = 22, d = 5, N = 11: 3 x forward x batch
-    forward = 2 * 22 * 5 * 64 + 3 * (24 * 22 * 64 * 64 + 4 * 22 * 22 * 64) + 2 * 11 * 64
-    assert rec["flops_per_step"] == 3 * forward * 64
 
 
-def test_bench_cli_refuses_an_unknown_preset(capsys):
-    from icl.cli import main
-
-    assert main(["bench", "--presets", "huge"]) == 2
-    assert "allowed: tiny, small, standard" in capsys.readouterr().err
-
-
-_FAULTS_SCRIPT = """
-import resource, torch
-from icl.training import keep_freed_memory
-
-def faults_per_step():
-    faults = []
-    for step in range(6):  # one "step": 2 activations of 40 MiB written, then freed
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        acts = [torch.empty(10 << 20).fill_(1.0) for _ in range(2)]
-        del acts
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    return min(faults[2:])
-
-print(faults_per_step(), keep_freed_memory(), faults_per_step())
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
-def test_keeping_freed_memory_stops_the_page_faults_of_every_step():
-    """By default glibc maps blocks above 32 MiB (its adaptive threshold's ceiling; smaller blocks
-    fault or not depending on what the process freed before) afresh at every allocation, so every
-    step faults its pages in again: 2 x 40 MiB = 20480 pages of 4 KiB, at least 40 if the kernel
-    backs them with 2 MiB pages. Once train.keep_freed_memory applies, they are reused."""
-    out = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT], capture_output=True, text=True, check=True)
-    default, applied, kept = (int(v) if v.isdigit() else v for v in out.stdout.split())
-    assert applied == "True"
-    assert default >= 40
-    assert kept * 10 < default

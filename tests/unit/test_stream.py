@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 from icl.curriculum import CurriculumConfig, Ramp
 from icl.sampling import DataConfig, Sampler
-from icl.training import StepStream, lr_factor
+from icl.train_config import lr_factor
+from icl.training.stream import StepStream
 
 CFG = DataConfig(
     n_dims=6, n_points=9, batch_size=8, curriculum=CurriculumConfig(dims=Ramp(2, 0, 1, 3), points=Ramp(3, 0, 2, 3))

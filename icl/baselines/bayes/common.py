@@ -3,15 +3,34 @@ streaming log-sum-exp average over hypotheses (supports, frequencies) evaluated 
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class PosteriorOptions:
+    """The Bayes predictor's numerical settings (``BayesMixture`` documents each)."""
+
+    noise_floor: float = 1e-3
+    sinusoid_noise_floor: float = 0.01
+    max_supports: int = 20_000
+    n_grid: int = 2000
+
+
 class ComponentPosterior(Protocol):
-    """The posterior of one function class (with its label noise) given every prefix."""
+    """The posterior of one function class (with its label noise) given every prefix. ``name``
+    is the key a function class's ``bayes_posterior`` gives (icl.baselines.bayes.posteriors)."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_task(cls, task, noise_std: float, options: PosteriorOptions) -> ComponentPosterior:
+        """The posterior for ``task`` with label noise ``noise_std``."""
+        ...
 
     def evaluate(self, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
         """(posterior-mean prediction, log evidence of the context), each (B, N), for float64

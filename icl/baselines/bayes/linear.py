@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from icl.baselines.base import prefix_stats
-from icl.baselines.bayes.common import HypothesisAverage, gaussian_log_norm
+from icl.baselines.bayes.common import HypothesisAverage, PosteriorOptions, gaussian_log_norm
 from icl.baselines.linalg import backward_solve, cholesky, forward_solve, logdet_from_cholesky
 from icl.errors import ICLError
 from icl.tasks import DenseLinear, SparseLinear
@@ -58,18 +58,22 @@ class DenseLinearPosterior:
     weights c w have prior variance v = (c w_scale)^2, so the posterior mean is ridge with
     lam = sigma^2 / v."""
 
+    name = "gaussian_linear"
+
     def __init__(self, task: DenseLinear, noise_var: float) -> None:
         _positive(task.w_scale, "dense_linear.w_scale")
         self.task, self.noise_var = task, noise_var
+
+    @classmethod
+    def from_task(cls, task: DenseLinear, noise_std: float, options: PosteriorOptions) -> DenseLinearPosterior:
+        return cls(task, max(noise_std, options.noise_floor) ** 2)
 
     def prior_var(self, n_dims: int) -> float:
         return (self.task.w_scale * self.task.scale(n_dims)) ** 2
 
     def evaluate(self, xs: Tensor, ys: Tensor) -> tuple[Tensor, Tensor]:
         st = prefix_stats(xs, ys)
-        return gaussian_linear(
-            st.gram, st.xty, st.yty, st.count, xs, self.prior_var(xs.shape[-1]), self.noise_var
-        )
+        return gaussian_linear(st.gram, st.xty, st.yty, st.count, xs, self.prior_var(xs.shape[-1]), self.noise_var)
 
 
 class SparseLinearPosterior:
@@ -78,9 +82,15 @@ class SparseLinearPosterior:
     a Gaussian linear model on its coordinates, weighted by its marginal likelihood (uniform
     prior over supports). Exact, so the support count is capped by ``max_supports``."""
 
+    name = "sparse_supports"
+
     def __init__(self, task: SparseLinear, noise_var: float, max_supports: int) -> None:
         _positive(task.w_scale, "sparse_linear.w_scale")
         self.task, self.noise_var, self.max_supports = task, noise_var, max_supports
+
+    @classmethod
+    def from_task(cls, task: SparseLinear, noise_std: float, options: PosteriorOptions) -> SparseLinearPosterior:
+        return cls(task, max(noise_std, options.noise_floor) ** 2, options.max_supports)
 
     def supports(self, n_dims: int, device: torch.device) -> Tensor:
         s = min(self.task.nnz, n_dims)

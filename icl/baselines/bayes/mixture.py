@@ -11,14 +11,11 @@ import torch
 from torch import Tensor
 
 from icl.baselines.base import Predictor, check_inputs, is_int, is_number, require
-from icl.baselines.bayes.common import ComponentPosterior
-from icl.baselines.bayes.linear import DenseLinearPosterior, SparseLinearPosterior
-from icl.baselines.bayes.sinusoid import SinusoidPosterior
+from icl.baselines.bayes.common import ComponentPosterior, PosteriorOptions
+from icl.baselines.bayes.posteriors import POSTERIORS
 from icl.errors import ICLError
 from icl.sampling import Component, PretrainMixture
-from icl.tasks import DenseLinear, FunctionClass, Sinusoid, SparseLinear
-
-SUPPORTED = (DenseLinear, SparseLinear, Sinusoid)
+from icl.tasks import TASKS, FunctionClass
 
 
 @dataclasses.dataclass
@@ -35,13 +32,15 @@ class BayesPosterior:
 
 
 class BayesMixture(Predictor):
-    """Posterior mean of f(x_query) under the pretraining prior, for any mixture of dense
-    linear, sparse linear and 1-D sinusoid classes (a single class is a one-component
-    mixture), built from the task objects themselves so the prior always matches the sampler.
+    """Posterior mean of f(x_query) under the pretraining prior, for any mixture of classes
+    that declare a ``bayes_posterior`` (a single class is a one-component mixture), built from
+    the task objects themselves so the prior always matches the sampler.
 
-    Per component: dense linear -> ridge with lam = sigma^2 / v; sparse linear -> exact
-    average over all C(d, nnz) supports; sinusoid (d = 1) -> frequency grid with the
-    amplitude integrated out. The mixture weights components by prior weight x evidence.
+    Per component, the posterior its class names: dense linear -> ridge with lam = sigma^2 / v;
+    sparse linear -> exact average over all C(d, nnz) supports; sinusoid (d = 1) -> frequency
+    grid with the amplitude integrated out. The mixture weights components by prior weight x
+    evidence. As an evaluation baseline (``bayes``) it is built per scenario, for the scenario's
+    own distribution.
 
     ``noise_floor``: the noise standard deviation assumed for a component is
     max(noise_std, noise_floor). Noiseless classes need it (their evidence is degenerate at
@@ -65,6 +64,7 @@ class BayesMixture(Predictor):
     """
 
     name = "bayes"
+    scenario_dependent = True
 
     def __init__(
         self,
@@ -93,37 +93,32 @@ class BayesMixture(Predictor):
             "non-negative numbers with a positive sum",
             [c.weight for c in comps],
         )
-        unsupported = [c.label for c in comps if c.weight > 0 and not isinstance(c.task, SUPPORTED)]
+        unsupported = [c.label for c in comps if c.weight > 0 and c.task.bayes_posterior is None]
         if unsupported:
+            allowed = [name for name, cls in TASKS.items() if cls.bayes_posterior is not None]
             raise ICLError(
                 f"bayes: no Bayes-optimal predictor for component(s) {', '.join(unsupported)}; "
-                f"allowed: {', '.join(t.name for t in SUPPORTED)}"
+                f"allowed: {', '.join(allowed)}"
             )
         self.components = [c for c in comps if c.weight > 0]
         self.log_prior = [math.log(c.weight / total) for c in self.components]
-        self.noise_floor, self.sinusoid_noise_floor = (
-            float(noise_floor),
-            float(sinusoid_noise_floor),
-        )
-        self.max_supports, self.n_grid, self.n_dims = max_supports, n_grid, n_dims
+        self.options = PosteriorOptions(float(noise_floor), float(sinusoid_noise_floor), max_supports, n_grid)
+        self.n_dims = n_dims
         self.posteriors: list[ComponentPosterior] = [self._posterior(c) for c in self.components]
-        self.label = (
-            label
-            or "bayes["
-            + " + ".join(f"{c.weight / total:g} {c.label}" for c in self.components)
-            + "]"
-        )
+        self.label = label or "bayes[" + " + ".join(f"{c.weight / total:g} {c.label}" for c in self.components) + "]"
+
+    @classmethod
+    def for_scenario(cls, scenario: PretrainMixture, train: PretrainMixture) -> BayesMixture:
+        return cls(scenario)
 
     def _posterior(self, comp: Component) -> ComponentPosterior:
-        task = comp.task
-        if isinstance(task, Sinusoid):
-            return SinusoidPosterior(
-                task, max(comp.noise_std, self.sinusoid_noise_floor) ** 2, self.n_grid
+        key = comp.task.bayes_posterior
+        if key not in POSTERIORS:
+            raise ICLError(
+                f"bayes: function class {comp.task.name} declares bayes_posterior {key!r}; "
+                f"allowed: {', '.join(POSTERIORS)} (icl/baselines/bayes/posteriors.py) or None"
             )
-        noise_var = max(comp.noise_std, self.noise_floor) ** 2
-        if isinstance(task, SparseLinear):
-            return SparseLinearPosterior(task, noise_var, self.max_supports)
-        return DenseLinearPosterior(task, noise_var)
+        return POSTERIORS[key].from_task(comp.task, comp.noise_std, self.options)
 
     def irreducible_mse(self) -> float:
         """E (y - f(x))^2 under the mixture: the label-noise floor that even the Bayes
@@ -148,16 +143,23 @@ class BayesMixture(Predictor):
         return self.posterior(xs, ys).preds.to(ys.dtype)
 
 
+class BayesTrain(BayesMixture):
+    """``bayes_train``: as an evaluation baseline, Bayes-optimal for the training mixture on every
+    scenario (what a model that has learned its pretraining prior exactly would predict)."""
+
+    name = "bayes_train"
+
+    @classmethod
+    def for_scenario(cls, scenario: PretrainMixture, train: PretrainMixture) -> BayesTrain:
+        return cls(train)
+
+
 def _components(mixture: PretrainMixture | Sequence[Component] | Component) -> list[Component]:
     if isinstance(mixture, PretrainMixture):
         return list(mixture.components)
     if isinstance(mixture, Component):
         return [mixture]
-    if (
-        isinstance(mixture, (list, tuple))
-        and mixture
-        and all(isinstance(c, Component) for c in mixture)
-    ):
+    if isinstance(mixture, (list, tuple)) and mixture and all(isinstance(c, Component) for c in mixture):
         return list(mixture)
     raise ICLError(
         f"bayes.mixture: got {type(mixture).__name__}; "
@@ -165,8 +167,6 @@ def _components(mixture: PretrainMixture | Sequence[Component] | Component) -> l
     )
 
 
-def component(
-    task: FunctionClass, noise_std: float = 0.0, weight: float = 1.0, label: str | None = None
-) -> Component:
+def component(task: FunctionClass, noise_std: float = 0.0, weight: float = 1.0, label: str | None = None) -> Component:
     """A mixture component from a task object, for building Bayes predictors by hand."""
     return Component(task, weight, noise_std, label or task.name or type(task).__name__)

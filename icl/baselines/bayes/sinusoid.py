@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from icl.baselines.base import exclusive_cumsum
-from icl.baselines.bayes.common import HypothesisAverage, gaussian_log_norm
+from icl.baselines.bayes.common import HypothesisAverage, PosteriorOptions, gaussian_log_norm
 from icl.errors import ICLError
 from icl.tasks import Sinusoid
 
@@ -27,10 +27,17 @@ class SinusoidPosterior:
     posterior over directions as well, which this predictor does not attempt.
     """
 
+    name = "frequency_grid"
+
     def __init__(self, task: Sinusoid, noise_var: float, n_grid: int) -> None:
         task.check(1)
         self.task, self.noise_var, self.n_grid = task, noise_var, n_grid
         self.amp_var = task._amp_scale() ** 2  # the sampler's own amplitude scale
+
+    @classmethod
+    def from_task(cls, task: Sinusoid, noise_std: float, options: PosteriorOptions) -> SinusoidPosterior:
+        # Its own floor: the frequency posterior narrows like sigma / sqrt(k) (see BayesMixture).
+        return cls(task, max(noise_std, options.sinusoid_noise_floor) ** 2, options.n_grid)
 
     def frequency_grid(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """(freqs (G,), log prior masses (G,)) in float64, summing to 1 in probability."""

@@ -1,19 +1,58 @@
-"""Query shifts (paper 2's robustness suite): the query at position i is drawn differently
-from the context before it. Each returns query inputs (B, N, d) for every position at once."""
+"""Query shifts and their registry ``QUERY_SHIFTS``: the query at position i is drawn differently
+from the context before it (paper 2's robustness suite and more), as query inputs (B, N, D) for
+every position at once; and predicting at such queries with any predictor."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-QUERY_SHIFTS = ("orthant_context", "orthogonal", "repeat")
+from icl.errors import ICLError
+
+# (context xs, fresh inputs, generator) -> (context xs, query xs). A shift that keeps the context
+# returns its xs object itself; a new context tensor gets its labels recomputed (curves.shift_queries).
+QueryShift = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
 def orthant_context(xs: Tensor, fresh: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
     """Context inputs folded into one random orthant per prompt; queries from the full
-    distribution (``fresh``). Returns (context xs, query xs)."""
+    distribution (``fresh``). The context changes, so its labels are recomputed."""
     signs = torch.randint(0, 2, (xs.shape[0], 1, xs.shape[2]), generator=gen, device=xs.device) * 2 - 1
     return xs.abs() * signs, fresh
+
+
+def orthogonal(xs: Tensor, fresh: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Queries orthogonal to the context before them (``orthogonal_queries``)."""
+    return xs, orthogonal_queries(xs, fresh)
+
+
+def repeat(xs: Tensor, fresh: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Each query equal to an earlier context input (``repeated_queries``)."""
+    return xs, repeated_queries(xs, fresh, gen)
+
+
+def negated(xs: Tensor, fresh: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Query i = -x_j for a uniformly chosen earlier context input x_j (query 0 is fresh): odd
+    functions (linear) flip their value there, even ones (quadratic) repeat it."""
+    queries = repeated_queries(xs, fresh, gen)
+    return xs, torch.cat([queries[:, :1], -queries[:, 1:]], dim=1)
+
+
+QUERY_SHIFTS: dict[str, QueryShift] = {
+    "orthant_context": orthant_context,
+    "orthogonal": orthogonal,
+    "repeat": repeat,
+    "negated": negated,
+}
+
+
+def query_shift(name: str) -> QueryShift:
+    """The registered shift ``name``; an unknown name is an ICLError listing the known ones."""
+    if name not in QUERY_SHIFTS:
+        raise ICLError(f"unknown query shift {name!r}; allowed: {', '.join(QUERY_SHIFTS)}")
+    return QUERY_SHIFTS[name]
 
 
 def orthogonal_queries(xs: Tensor, fresh: Tensor) -> Tensor:

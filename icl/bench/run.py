@@ -1,0 +1,129 @@
+"""`icl bench`: runs every case (our eager and compiled sides against the reference, interleaved
+in one process), then the quick-start measurements; prints the tables and writes bench.{json,md}."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from icl.bench.cases import BATCH, Case, batches, parse_cases, train_flops
+from icl.bench.memory import peak_memory_mib
+from icl.bench.quickstart import bf16_report, eval_wall_time, loop_overhead
+from icl.bench.reference import ReferenceModel, reference_available, reference_side
+from icl.bench.sides import our_side
+from icl.bench.tables import text_table, write_results
+from icl.bench.timing import sampling_ms, time_sides
+from icl.errors import ICLError
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_avg_before": os.getloadavg(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def bench_case(case: Case, args, with_reference: bool) -> dict[str, Any]:
+    """Step times, rates, sampling cost and (``args.memory``) peak memory of one case."""
+    cfg = case.config()
+    sides = [our_side(cfg, "ours")]
+    if args.compile:
+        sides.append(our_side(case.config("train.compile=true"), "ours_compiled"))
+    if with_reference:
+        sides.append(reference_side(cfg))
+    data = batches(cfg, 4)
+    timing = time_sides(sides, data, args.repeats, args.target_s)
+    mm = timing.pop("_matmul_gflops")
+    flops = train_flops(cfg)
+    rec: dict[str, Any] = {"case": case.name, "flops_per_step": flops, "matmul_gflops": mm, "sides": timing}
+    for t in timing.values():
+        t["samples_per_s"] = BATCH / (t["ms_per_step"] / 1e3)
+        t["gflops"] = flops / (t["ms_per_step"] / 1e3) / 1e9
+        t["of_matmul"] = t["gflops"] / mm
+    if "ours_compiled" in timing:
+        c = timing["ours_compiled"]
+        c["compile_s"] = max(0.0, c["first_step_s"] - c["ms_per_step"] / 1e3)
+    if with_reference:
+        ref = timing["reference"]["ms_per_step"]
+        for t in timing.values():
+            t["speedup_vs_reference"] = ref / t["ms_per_step"]
+    rec["sampling_ms"] = sampling_ms(cfg)
+    rec["sampling_fraction"] = rec["sampling_ms"] / timing["ours"]["ms_per_step"]
+    if args.memory:
+        names = ["ours"] + (["reference"] if with_reference else [])
+        rec["peak_memory_mib"] = {n: peak_memory_mib(case, n, torch.get_num_threads()) for n in names}
+    return rec
+
+
+def run(args) -> dict[str, Any]:
+    """The `icl bench` command; ``args`` are its parsed options (see `icl bench --help`)."""
+    if args.repeats < 1:
+        raise ICLError(f"--repeats: got {args.repeats}; allowed: an integer >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = parse_cases(args.presets, args.shapes)
+    with_reference = args.reference and reference_available()
+    if args.reference and not with_reference:
+        print(
+            "icl bench: transformers is not installed, skipping the HuggingFace reference "
+            "(install it with: pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"environment": environment(), "cases": []}
+    if with_reference:
+        import transformers  # the optional extra, present here
+
+        result["environment"]["transformers"] = transformers.__version__
+        result["environment"]["reference_attention"] = ReferenceModel(
+            cases[0].config()
+        ).backbone.config._attn_implementation
+    for case in cases:
+        print(f"[bench] {case.name} ...", file=sys.stderr, flush=True)
+        result["cases"].append(bench_case(case, args, with_reference))
+        write_results(out_dir, result)
+    print(text_table(result["cases"]))
+    if args.loop:
+        print("[bench] Lightning loop overhead (quick-start) ...", file=sys.stderr, flush=True)
+        result["loop"] = loop_overhead(args)
+        lo = result["loop"]
+        print(
+            f"quick-start full Lightning loop: {lo['lightning_ms_per_step']:.1f} ms/step "
+            f"(bare step {lo['bare_step_ms']:.1f} ms)"
+        )
+    if args.eval:
+        print("[bench] evaluation suite (quick-start) ...", file=sys.stderr, flush=True)
+        result["eval"] = eval_wall_time()
+        ev = result["eval"]
+        print(
+            f"evaluation suite {ev['suite']} ({ev['n_prompts']} prompts, "
+            f"{', '.join(ev['baselines'])}): {ev['wall_s']:.1f} s"
+        )
+    if args.bf16:
+        print("[bench] bf16 autocast (quick-start) ...", file=sys.stderr, flush=True)
+        result["bf16"] = bf16_report(args)
+        b = result["bf16"]
+        print(
+            f"bf16 autocast (CPU avx512_bf16: {b['cpu_has_avx512_bf16']}): "
+            f"{b['ms_per_step']['bf16_autocast']:.1f} ms/step vs fp32 {b['ms_per_step']['fp32']:.1f}; "
+            f"loss over the first 10 / last 50 of {b['steps']} steps: bf16 "
+            f"{b['loss_first_10_steps']['bf16_autocast']:.5f} / {b['loss_last_50_steps']['bf16_autocast']:.5f}, "
+            f"fp32 {b['loss_first_10_steps']['fp32']:.5f} / {b['loss_last_50_steps']['fp32']:.5f}; "
+            f"per-step |bf16 - fp32| / fp32: mean {b['step_loss_rel_diff_mean']:.1e}, "
+            f"max {b['step_loss_rel_diff_max']:.1e}"
+        )
+    result["environment"]["load_avg_after"] = os.getloadavg()
+    path = write_results(out_dir, result)
+    print(f"written: {path}")
+    return result

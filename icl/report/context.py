@@ -1,0 +1,51 @@
+"""What every section of a report reads: the runs, the eval classes with each run's curves on them,
+the k shown in tables, the output folder and the notes; eval suites are read (or run) on request."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from icl.evaluation.ks import interesting_ks
+from icl.report.cache import EvalClass, class_curves, eval_classes, suite_records
+from icl.report.runs import Run
+
+
+@dataclasses.dataclass
+class Report:
+    runs: list[Run]
+    classes: list[EvalClass]
+    records: dict[str, dict[str, dict[str, Any]]]  # run directory name -> eval class name -> curve record
+    k: int  # in-context examples in tables (eval.table_k)
+    n_prompts: int
+    device: str
+    out: Path  # where sections write their files
+    notes: list[str]
+
+    @classmethod
+    def evaluate(cls, runs: list[Run], k: int, n_prompts: int, device: str, out: Path, notes: list[str]) -> Report:
+        """Every run on every eval class (from the runs' caches where they hold these curves)."""
+        classes = eval_classes(runs)
+        records = {r.path.name: {c.name: class_curves(r, c, n_prompts, device, notes) for c in classes} for r in runs}
+        return cls(runs, classes, records, k, n_prompts, device, out, notes)
+
+    @property
+    def d(self) -> int:
+        return self.runs[0].cfg.data.n_dims
+
+    @property
+    def n_points(self) -> int:
+        return self.runs[0].cfg.data.n_points
+
+    def shown_ks(self) -> list[int]:
+        """The k's of the per-class tables: the usual ones and the table k."""
+        return sorted(set(interesting_ks(self.d, self.n_points)) | ({self.k} & set(range(self.n_points))))
+
+    def curves(self, run: Run, cls: EvalClass) -> dict[str, dict[str, list[float]]]:
+        """{predictor: {mean, ci_low, ci_high}} of ``run`` on ``cls``."""
+        return self.records[run.path.name][cls.name]["curves"]
+
+    def suite(self, name: str, baselines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Run directory name -> scenario name -> record of eval suite ``name``, evaluated where a run lacks it."""
+        return {r.path.name: suite_records(r, name, self.n_prompts, self.device, baselines) for r in self.runs}

@@ -1,0 +1,108 @@
+"""The runs a report covers: the finished runs of a sweep directory, each labelled by what tells it
+apart from the others, its trained model loaded on first use; and the specialist runs among them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from icl.checkpoint.load import load_model
+from icl.config import Config, flatten, load_config, to_dict
+from icl.errors import ICLError
+from icl.runstate import newest_checkpoint, run_state
+
+# Keys that say where or how a run was logged or evaluated, not what was trained: never in a label.
+UNLABELLED = ("name", "out_dir", "eval.", "train.loggers", "train.wandb.", "train.progress_bar")
+
+
+@dataclasses.dataclass
+class Run:
+    path: Path
+    cfg: Config
+    label: str = ""
+    _model: Any = None
+
+    def model(self, device: str):
+        if self._model is None:
+            self._model, _ = load_model(newest_checkpoint(self.path)[1], device)
+        return self._model
+
+    @property
+    def active(self) -> list[Any]:
+        return [c for c in self.cfg.data.mixture if c.weight > 0]
+
+    @property
+    def arch(self) -> tuple[int, int, int]:
+        m = self.cfg.model
+        return m.n_layer, m.n_head, m.n_embd
+
+
+def class_label(name: str, params: dict[str, Any]) -> str:
+    shown = [
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in params.items()
+        if not isinstance(v, (list, dict))
+    ]
+    return name + (f"({', '.join(shown)})" if shown else "")
+
+
+def collect_runs(sweep_dir: Path) -> tuple[list[Run], list[str]]:
+    """The finished runs under ``sweep_dir`` (trained to train.steps) and notes on the others."""
+    if not sweep_dir.is_dir():
+        raise ICLError(f"sweep directory not found: {sweep_dir}")
+    runs, skipped = [], []
+    for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
+        cfg = load_config([cfg_path])
+        state = run_state(cfg_path.parent, cfg.train.steps)
+        if state in ("done", "trained"):
+            runs.append(Run(cfg_path.parent, cfg))
+        else:
+            skipped.append(f"{cfg_path.parent.name}: not finished ({state}); not included")
+    if not runs:
+        raise ICLError(
+            f"{sweep_dir}: no finished runs (subdirectories with config.yaml and checkpoints/last.ckpt at "
+            "train.steps); allowed: a sweep directory such as runs/<sweep name>"
+        )
+    dims = sorted({(r.cfg.data.n_dims, r.cfg.data.n_points) for r in runs})
+    if len(dims) > 1:
+        raise ICLError(f"{sweep_dir}: runs differ in (data.n_dims, data.n_points) {dims}; allowed: one problem size")
+    label_runs(runs)
+    runs.sort(key=lambda r: ([-c.weight for c in r.cfg.data.mixture], r.arch, r.path.name))
+    return runs, skipped
+
+
+def _shown(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, list) else value
+
+
+def label_runs(runs: list[Run]) -> None:
+    """Label each run by what tells it apart from the others: mixture, model size, other keys."""
+    flats = [flatten(to_dict(r.cfg)) for r in runs]
+    keys = sorted({k for f in flats for k in f})
+    differ = [k for k in keys if not k.startswith(UNLABELLED) and any(f.get(k) != flats[0].get(k) for f in flats)]
+    for run, flat in zip(runs, flats, strict=True):
+        parts = []
+        if any(k.startswith("data.mixture") for k in differ):
+            parts.append(" + ".join(f"{c.weight:g} {class_label(c.name, dict(c.params))}" for c in run.active))
+        if any(k.startswith("model.") for k in differ):
+            parts.append("{}L/{}H/{}".format(*run.arch))
+        parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model."))]
+        run.label = "; ".join(parts) or run.path.name
+    labels = [r.label for r in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} ({run.path.name})"
+
+
+def specialist(runs: list[Run], name: str, params: dict[str, Any], like: Run) -> Run | None:
+    """The run trained on function class ``name`` with ``params`` alone, preferring the architecture of ``like``."""
+    found = [r for r in runs if len(r.active) == 1 and (r.active[0].name, dict(r.active[0].params)) == (name, params)]
+    same = [r for r in found if r.arch == like.arch]
+    return (same or found or [None])[0]
+
+
+def trained_classes(runs: list[Run]) -> set[str]:
+    """Registry keys of the function classes in any run's pretraining mixture (zero weights included)."""
+    return {c.name for r in runs for c in r.cfg.data.mixture}

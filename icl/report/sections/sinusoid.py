@@ -1,0 +1,81 @@
+"""Paper 1 Figs. 4-6 as numbers: error at the table k against the convex coefficient a and against
+the frequency of a sinusoid (suite paper1_sinusoid), for runs trained on sinusoids at d = 1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icl.evaluation.report import save_figure
+from icl.report.cache import REFERENCES
+from icl.report.context import Report
+from icl.report.render import colors, fmt, md_table, plt, write_csv
+from icl.report.runs import Run, trained_classes
+
+SUITE = "paper1_sinusoid"
+GROUPS = (  # the suite's scenario groups: (group, what is evaluated, x-axis label)
+    ("convex", "a f_A + (1 - a) f_B (eval.convex_pair; default a b1 x + (1 - a) b2 cos(2 pi x))", "a"),
+    ("frequency", "sinusoids b cos(2 pi w x) at fixed frequencies w", "frequency w"),
+)
+
+
+def applies(runs: list[Run]) -> bool:
+    return "sinusoid" in trained_classes(runs) and runs[0].cfg.data.n_dims == 1
+
+
+def write(report: Report) -> str:
+    runs, k, out = report.runs, report.k, report.out
+    suites = report.suite(SUITE, REFERENCES)
+    text = ""
+    for group, what, xlabel in GROUPS:
+        first = suites[runs[0].path.name]
+        scen = sorted((r for r in first.values() if r.get("group") == group), key=lambda r: r["value"])
+        if not scen:
+            continue
+        values = [r["value"] for r in scen]
+        refs = [p for p in REFERENCES if p in scen[0]["curves"]]
+        header = [xlabel, *[r.label for r in runs], *refs]
+        prior = frequency_prior(runs) if group == "frequency" else None
+        if prior is not None:
+            header.append("prior P(W <= w)")
+        model = {}  # run directory name -> value -> the model's error at k
+        for run in runs:
+            recs = [r for r in suites[run.path.name].values() if r.get("group") == group]
+            model[run.path.name] = {r["value"]: r["curves"]["model"]["mean"][k] for r in recs}
+        rows = []
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for run, color in zip(runs, colors(len(runs)), strict=True):
+            ax.plot(values, [model[run.path.name][v] for v in values], "o-", color=color, ms=3, label=run.label)
+        for ref, style in zip(refs, ("--", ":"), strict=False):
+            ax.plot(values, [r["curves"][ref]["mean"][k] for r in scen], color="black", ls=style, lw=1, label=ref)
+        for i, v in enumerate(values):
+            row = [v] + [model[run.path.name][v] for run in runs] + [scen[i]["curves"][ref]["mean"][k] for ref in refs]
+            if prior is not None:
+                row.append(float((prior <= v).mean()))
+            rows.append(row)
+        if group == "frequency":
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"MSE at k = {k}")
+        ax.set_yscale("symlog", linthresh=1e-2)
+        ax.set_title(f"{what}", fontsize=8)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        save_figure(fig, out / f"{group}.png")
+        write_csv(out / f"{group}.csv", header, rows)
+        md = [[f"{r[0]:g}"] + [fmt(v) for v in r[1:]] for r in rows]
+        text += (
+            f"## {group.capitalize()} sweep: {what}, error at k = {k}\n\n![{group}]({group}.png)\n\n"
+            + md_table(header, md)
+            + "\n"
+        )
+    return text
+
+
+def frequency_prior(runs: list[Run]) -> np.ndarray | None:
+    """Draws of the training frequency prior (a Gamma), to say where each test frequency lies."""
+    for run in runs:
+        for c in run.cfg.data.mixture:
+            p = dict(c.params)
+            if c.name == "sinusoid" and "freq_shape" in p and "freq_scale" in p and p.get("freq") in (None, 0):
+                return np.random.default_rng(0).gamma(p["freq_shape"], p["freq_scale"], 200_000)
+    return None

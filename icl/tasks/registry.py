@@ -1,0 +1,59 @@
+"""The function-class registry: ``TASKS`` (config name -> class, filled by ``icl/tasks/__init__.py``)
+and ``build_task(name, params)``, which turns a config entry into a checked ``FunctionClass``."""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from typing import Any
+
+from icl.errors import ICLError
+from icl.tasks.base import FunctionClass
+
+TASKS: dict[str, type[FunctionClass]] = {}
+
+
+def register(*classes: type[FunctionClass]) -> None:
+    """Add function classes to ``TASKS`` under their ``name`` (the config name)."""
+    for cls in classes:
+        if not cls.name or cls.name in TASKS:
+            raise ICLError(f"function class {cls.__name__}: name {cls.name!r} is empty or registered twice")
+        TASKS[cls.name] = cls
+
+
+def build_task(name: str, params: dict[str, Any] | None = None) -> FunctionClass:
+    """Build a registered function class, rejecting unknown names and parameters."""
+    if name not in TASKS:
+        raise ICLError(f"unknown function class {name!r}; allowed: {', '.join(sorted(TASKS))}")
+    cls = TASKS[name]
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(cls.field_names()))
+    if unknown:
+        raise ICLError(f"{name}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(cls.field_names())}")
+    hints = typing.get_type_hints(cls)
+    checked = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in params.items()}
+    return cls(**checked)
+
+
+def _check_type(field: str, value: Any, hint: Any) -> Any:
+    """Accept ``value`` if it fits the annotation ``hint`` (ints are accepted as floats)."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for t in options:
+        origin = typing.get_origin(t) or t
+        if t is type(None) and value is None:
+            return None
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # NaN passes every range check written as x < lo
+                raise ICLError(f"{field}: got {value!r}; allowed: a finite number")
+            return float(value)
+        if origin is list and isinstance(value, (list, tuple)):
+            return list(value)
+        if t is Any:
+            return value
+    names = " or ".join("null" if t is type(None) else getattr(t, "__name__", str(t)) for t in options)
+    raise ICLError(f"{field}: got {value!r}; allowed: {names}")

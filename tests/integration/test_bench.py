@@ -1,0 +1,64 @@
+"""`icl bench` from the command line: a smoke run writes its table and JSON, with a FLOP count per
+step that the counted FLOPs of the model's own layers confirm; an unknown preset is refused."""
+
+import json
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from icl.bench.cases import Case
+from icl.cli import main
+from icl.model import ICLTransformer
+
+
+def counted_flops(fn, *args) -> int:
+    """FLOPs of ``fn(*args)`` as torch counts them (matmuls and attention; 2 per multiply-add)."""
+    # torch has no formula for the CPU flash-attention kernel: count it as sdpa on other devices
+    # (the full Q x T scores and weighted values), in case the model picks it at this shape.
+    cpu_sdpa = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *a, **kw: sdpa_flop_count(q, k, v)
+    }
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
+        fn(*args)
+    return counter.get_total_flops()
+
+
+def nominal_forward_flops(model: ICLTransformer, batch: int, n_points: int) -> int:
+    """The forward work `icl bench` credits, counted on the model's own layers: the read-in on all
+    T = 2N padded tokens, every block on all T tokens with attention over the full T x T (the
+    causal mask saves no product), the read-out at the N x tokens."""
+    T, E = 2 * n_points, model.cfg.n_embd
+    h = torch.randn(batch, T, E)
+    causal = torch.full((T, T), float("-inf")).triu(1)
+    return (
+        counted_flops(model.read_in, torch.randn(batch, T, model.n_dims))
+        + sum(counted_flops(block, h, causal) for block in model.blocks)
+        + counted_flops(model.read_out, torch.randn(batch, n_points, E))
+    )
+
+
+def test_bench_cli_writes_the_table_and_json_with_the_counted_flops(tmp_path, capsys):
+    args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]
+    flags = ["--no-reference", "--no-compile", "--no-memory", "--no-loop", "--no-eval", "--no-bf16"]
+    assert main([*args, *flags, "--out", str(tmp_path)]) == 0
+    assert "tiny@curriculum_start" in capsys.readouterr().out
+    assert "| tiny@curriculum_start | ours |" in (tmp_path / "bench.md").read_text()
+    rec = json.loads((tmp_path / "bench.json").read_text())["cases"][0]
+    ours = rec["sides"]["ours"]
+    assert ours["ms_per_step"] > 0 and 0 < rec["sampling_fraction"] < 1
+
+    cfg = Case("tiny", "curriculum_start").config()
+    B, N = cfg.data.batch_size, cfg.data.n_points
+    model = ICLTransformer(cfg.model, cfg.data.n_dims)
+    nominal = nominal_forward_flops(model, B, N)
+    assert rec["flops_per_step"] == 3 * nominal  # the backward counted as twice the forward
+    # The model does less than the nominal work (the bench counts the rest as speed): it leaves out
+    # the last y token and runs the last of its 3 blocks on the N x tokens alone; its read-in of
+    # the y tokens is no matmul. Between those savings and none, at this shape:
+    xs, ys = torch.randn(B, N, cfg.data.n_dims), torch.randn(B, N)
+    assert 0.8 * nominal < counted_flops(model, xs, ys) < nominal
+
+
+def test_bench_cli_refuses_an_unknown_preset(capsys):
+    assert main(["bench", "--presets", "huge"]) == 2
+    assert "allowed: tiny, small, standard" in capsys.readouterr().err
