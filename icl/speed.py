@@ -10,26 +10,15 @@ from typing import Any
 
 import torch
 
-
-def matmul_attention_max_tokens(threads: int) -> int:
-    """Up to this many tokens, attention on the CPU runs as two batched matmuls, which beat the
-    fused (flash) CPU kernel there: its per-(sequence, head) tiling overhead dominates short
-    prompts. The crossover depends on the thread count (docs/performance.md)."""
-    return 48 if threads == 1 else 96
-
-
-@torch.compiler.assume_constant_result
-def _threads() -> int:
-    """torch's intra-op thread count; a constant to ``torch.compile`` (which cannot trace the call
-    and would otherwise break the graph at every block): a compiled model keeps the attention
-    form of the thread count it was compiled under, which changes its speed, not its results."""
-    return torch.get_num_threads()
+MATMUL_ATTENTION_MAX_TOKENS = 48
 
 
 def use_matmul_attention(n_tokens: int, device: torch.device) -> bool:
-    """Whether attention over ``n_tokens`` tokens on ``device`` runs as two matmuls (short prompts
-    on the CPU) rather than torch's fused kernel (everything else)."""
-    return device.type == "cpu" and n_tokens <= matmul_attention_max_tokens(_threads())
+    """Whether attention over ``n_tokens`` tokens on ``device`` runs as two batched matmuls rather
+    than torch's fused kernel: on the CPU, for short prompts (up to MATMUL_ATTENTION_MAX_TOKENS),
+    where the fused kernel's per-(sequence, head) tiling overhead dominates; everywhere else the
+    fused kernel (docs/performance.md has the measured gain)."""
+    return device.type == "cpu" and n_tokens <= MATMUL_ATTENTION_MAX_TOKENS
 
 
 class _FlatParameters:

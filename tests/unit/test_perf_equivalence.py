@@ -14,7 +14,7 @@ from icl.config import load_config
 from icl.errors import ICLError
 from icl.model import ICLTransformer, ModelConfig
 from icl.sampling import DataConfig, Sampler
-from icl.speed import FlatAdam, FlatAdamW, matmul_attention_max_tokens
+from icl.speed import MATMUL_ATTENTION_MAX_TOKENS, FlatAdam, FlatAdamW
 from icl.training.stream import StepStream
 
 
@@ -34,7 +34,7 @@ def plain_forward(model: ICLTransformer, xs: torch.Tensor, ys: torch.Tensor) -> 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def threads(request):
-    """The attention path depends on the thread count: run under each, then restore it."""
+    """CPU kernels split work by thread count: run under each, then restore it."""
     before = torch.get_num_threads()
     torch.set_num_threads(request.param)
     yield request.param
@@ -45,7 +45,7 @@ def threads(request):
 # the matmul path (T <= limit) and N = limit // 2 + 1 the shortest on the fused kernel.
 @pytest.mark.parametrize("n_points", [5, "longest matmul", "shortest fused", 60])
 def test_model_equals_the_plain_computation_on_both_attention_paths(n_points, threads):
-    limit = matmul_attention_max_tokens(threads)
+    limit = MATMUL_ATTENTION_MAX_TOKENS
     n_points = {"longest matmul": limit // 2, "shortest fused": limit // 2 + 1}.get(n_points, n_points)
     torch.manual_seed(0)
     model = ICLTransformer(ModelConfig(n_layer=3, n_head=2, n_embd=32, max_points=60), n_dims=4)
