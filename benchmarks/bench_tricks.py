@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ import icl.model
 import icl.training.module
 from icl import speed
 from icl.bench.cases import Case, batches, parse_cases
+from icl.bench.run import environment
 from icl.bench.sides import Side, our_side
 from icl.bench.timing import interleave
 from icl.errors import ICLError
@@ -196,17 +196,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 f"{r['gain_pct']:.1f} ({r['gain_pct_min']:.1f} - {r['gain_pct_max']:.1f}) |"
             )
     return "\n".join(lines) + "\n"
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_avg_before": os.getloadavg(),
-    }
 
 
 def main() -> None:

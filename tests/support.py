@@ -51,3 +51,36 @@ def loss_after_steps(m, n_steps: int) -> list[float]:
         opt.step()
         losses.append(loss.item())
     return losses
+
+
+def snapshot(d):
+    """Every file's hash, every directory and link under ``d``: two snapshots are equal when a
+    command changed, lost and left behind nothing there."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    state = {}
+    for root, dirs, files in os.walk(d):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink():
+                state[str(p.relative_to(d))] = "link to " + os.readlink(p)
+            elif p.is_dir():
+                state[str(p.relative_to(d))] = "dir"
+            else:
+                state[str(p.relative_to(d))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+def check_one_line(rc: int, err: str, pattern: str) -> None:
+    """Bad input: exit code 2, exactly one stderr line ``icl: error: ...`` matching ``pattern``,
+    no traceback."""
+    import re
+
+    assert rc == 2, err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("icl: error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]

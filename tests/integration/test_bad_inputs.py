@@ -3,8 +3,6 @@ naming the problem and what is allowed, exit code 2, no traceback, and leaves ev
 existed before untouched. Most cases run in-process through ``icl.cli.main``; a few go through
 the console entry point in subprocesses."""
 
-import hashlib
-import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import TINY
+from support import TINY, check_one_line, snapshot
 
 from icl import resources
 from icl.cli import main
@@ -249,19 +247,6 @@ def workdir(tmp_path_factory) -> Path:
     (d / "deep.yaml").write_text("model: " + "[" * 100 + "]" * 100 + "\n")
     (d / "afile").write_text("precious")
     return d
-
-
-def snapshot(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
-
-
-def check_one_line(rc: int, err: str, pattern: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("icl: error: "), lines[0]
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("argv,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

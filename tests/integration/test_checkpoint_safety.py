@@ -4,7 +4,6 @@ refused in one line. A tampered checkpoint (reshaped tensor, missing global_step
 the wrong shape, state_dict not a mapping) is refused in one line on --resume before anything in
 the run is rewritten. A good checkpoint still resumes, through Lightning's reader too."""
 
-import hashlib
 import os
 import pickle
 import re
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from support import TINY
+from support import TINY, check_one_line, snapshot
 
 from icl.checkpoint.io import read_checkpoint
 from icl.checkpoint.load import load_model
@@ -138,10 +137,6 @@ def lab(tmp_path_factory) -> Path:
     return d
 
 
-def snapshot(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
-
-
 def run_cli(lab: Path, monkeypatch, capsys, argv: list[str]) -> tuple[int, str, str]:
     """``icl ARGV`` in ``lab``; asserts that no file there changed and no payload ran."""
     monkeypatch.chdir(lab)
@@ -157,15 +152,6 @@ def run_cli(lab: Path, monkeypatch, capsys, argv: list[str]) -> tuple[int, str, 
     # torch warns before refusing some pickles; on a console that would be a second line
     assert not [w for w in caught if "pickle" in str(w.message)], [str(w.message) for w in caught]
     return rc, out, err
-
-
-def one_line(rc: int, err: str, pattern: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("icl: error: "), lines[0]
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -210,13 +196,13 @@ def test_payload_never_runs_and_is_refused_in_one_line(lab, monkeypatch, capsys,
         assert rc == 0 and "Traceback" not in err, err
         assert re.search(r"\] run: partial\n", out), out  # listed by its periodic checkpoint, step 3 of 4
     else:
-        one_line(rc, err, pattern.format(f=form))
+        check_one_line(rc, err, pattern.format(f=form))
 
 
 @pytest.mark.parametrize("name,pattern", [(c[0], c[2]) for c in TAMPERED], ids=[c[0] for c in TAMPERED])
 def test_tampered_checkpoint_is_refused_on_resume_before_anything_is_rewritten(lab, monkeypatch, capsys, name, pattern):
     rc, _, err = run_cli(lab, monkeypatch, capsys, ["train", "--resume", f"tampered-{name}", "train.steps=8"])
-    one_line(rc, err, pattern)
+    check_one_line(rc, err, pattern)
     assert "move it away to resume from step=0000003.ckpt" in err
 
 

@@ -2,14 +2,12 @@
 own files or a directory icl did not write are refused in one line, exit 2, with every file intact;
 icl's own earlier outputs (marked, or written before markers existed) are still replaced."""
 
-import hashlib
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
-from support import TINY
+from support import TINY, check_one_line, snapshot
 
 from icl import outputs
 from icl.cli import main
@@ -160,30 +158,6 @@ def workdir(tiny_run, tmp_path_factory) -> Path:
     os.symlink(run, d / "link")
     (d / "afile").write_text("precious")
     return d
-
-
-def snapshot(d: Path) -> dict[str, str]:
-    """Every file's hash, every directory and link under ``d`` (so a left-behind .partial shows too)."""
-    state = {}
-    for root, dirs, files in os.walk(d):
-        for name in dirs + files:
-            p = Path(root) / name
-            if p.is_symlink():
-                state[str(p.relative_to(d))] = "link to " + os.readlink(p)
-            elif p.is_dir():
-                state[str(p.relative_to(d))] = "dir"
-            else:
-                state[str(p.relative_to(d))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return state
-
-
-def check_one_line(rc: int, err: str, pattern: str) -> None:
-    assert rc == 2, err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("icl: error: "), lines[0]
-    assert re.search(pattern, lines[0]), lines[0]
 
 
 @pytest.mark.parametrize("argv,pattern", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

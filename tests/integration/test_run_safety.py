@@ -4,7 +4,6 @@ uses the train.lr it is given; a full disk or a read-only directory is one line 
 nothing."""
 
 import errno
-import hashlib
 import os
 import shutil
 import signal
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from support import TINY, hold_lock
+from support import TINY, hold_lock, snapshot
 
 from icl.checkpoint.io import read_checkpoint
 from icl.cli import main
@@ -23,10 +22,6 @@ from icl.runs import RESUME_LOG
 
 STEPS = 300
 RUN = [*TINY, f"train.steps={STEPS}", "train.checkpoint_every=50", "train.log_every=5", "eval.n_prompts=20"]
-
-
-def snapshot(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in d.rglob("*") if p.is_file()}
 
 
 def one_error_line(err: str, rc: int, expected_rc: int, pattern: str) -> str:
