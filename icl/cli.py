@@ -14,8 +14,88 @@ from icl.errors import ICLError, WriteError
 
 
 class _Parser(argparse.ArgumentParser):
+    # Called before help is printed: help built from the registries, which need torch, is filled
+    # in only when asked for.
+    help_hook = None
+
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise ICLError(f"{message} (see `{self.prog} --help`)")
+
+    def format_help(self) -> str:
+        if self.help_hook is not None:
+            self.help_hook(self)
+        return super().format_help()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("icl")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        from icl import __version__
+
+        return __version__
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(f"icl {_version()}")
+        parser.exit()
+
+
+def _summary(obj) -> str:
+    """The first line of ``obj``'s docstring ("" without one)."""
+    doc = (getattr(obj, "__doc__", None) or "").strip()
+    return doc.splitlines()[0].strip() if doc else ""
+
+
+def _registries() -> list[tuple[str, dict[str, str]]]:
+    """(section title, name -> one-line description) for every registry a config or `icl eval` names."""
+    from icl.baselines import BASELINES
+    from icl.evaluation.queries import QUERY_SHIFTS
+    from icl.evaluation.scenarios import SCENARIOS, suites
+    from icl.tasks import TASKS
+
+    return [
+        ("function classes (data.mixture[].name)", {n: _summary(c) for n, c in TASKS.items()}),
+        ("baselines (--baselines, eval.baselines)", {n: _summary(c) for n, c in BASELINES.items()}),
+        ("suites (--suite, eval.periodic_suite)", {n: ", ".join(f) for n, f in suites().items()}),
+        ("scenario families (--suite)", {n: _summary(f) for n, f in SCENARIOS.items()}),
+        ("query shifts", {n: _summary(f) for n, f in QUERY_SHIFTS.items()}),
+    ]
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl list --help`)")
+    for i, (title, entries) in enumerate(_registries()):
+        print(("\n" if i else "") + f"{title}:")
+        width = max(map(len, entries), default=0)
+        for name, text in entries.items():
+            print(f"  {name:<{width}}  {text}".rstrip())
+    return 0
+
+
+def _eval_help(parser: argparse.ArgumentParser) -> None:
+    from icl.baselines import BASELINES
+    from icl.evaluation.scenarios import SCENARIOS, suites
+
+    for action in parser._actions:
+        if action.dest == "suite":
+            action.help = (
+                f"a suite ({', '.join(suites())}) or one scenario family ({', '.join(SCENARIOS)}); "
+                "default: in_distribution"
+            )
+        elif action.dest == "baselines":
+            names = [n for n in BASELINES if n != "checkpoint"]
+            action.help = (
+                f"comma-separated baselines ({', '.join(names)}; default: eval.baselines of the run's config); "
+                "checkpoint:PATH adds a trained model (run directory or .ckpt) as a baseline"
+            )
 
 
 def _split_args(items: list[str]) -> tuple[list[str], list[str]]:
@@ -127,6 +207,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="icl", description="In-context learning of function classes with transformers.")
+    parser.add_argument("--version", action=_VersionAction, help="print `icl VERSION` and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("train", help="train a model on a pretraining mixture, then evaluate it")
     p.add_argument("items", nargs="*", help="YAML config files (merged left to right) and key=value overrides")
@@ -137,17 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on a suite of scenarios")
     e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
-    e.add_argument(
-        "--suite",
-        default="in_distribution",
-        help="a suite (in_distribution, paper1_dense_sparse, paper1_sinusoid, robustness, length) "
-        "or one scenario family",
-    )
-    e.add_argument(
-        "--baselines",
-        help="comma-separated baselines (default: eval.baselines of the run's config); "
-        "checkpoint:PATH adds a trained model (run directory or .ckpt) as a baseline",
-    )
+    e.help_hook = _eval_help  # --suite and --baselines list the registries' names
+    e.add_argument("--suite", default="in_distribution", help="a suite or one scenario family (`icl list`)")
+    e.add_argument("--baselines", help="comma-separated baselines (`icl list`)")
     e.add_argument("--n-prompts", type=int, help="prompts per scenario (default: eval.n_prompts)")
     e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")
     e.add_argument("--out", help="output directory (default: RUN_DIR/eval/SUITE)")
@@ -190,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", default="cpu", help="torch device for missing evaluations, e.g. cpu or cuda")
     r.set_defaults(func=cmd_report, items=[])
+    lst = sub.add_parser(
+        "list", help="every function class, baseline, suite, scenario family and query shift, with a line on each"
+    )
+    lst.set_defaults(func=cmd_list, items=[])
     return parser
 
 

@@ -7,6 +7,7 @@ import csv
 import io
 import itertools
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ class CSVMetrics(Logger):
     (MetricsCommit stores that count in every checkpoint; older checkpoints lack it, and then the
     rows before ``resume_step`` are kept), and drops the rest, which the resumed run logs again.
     A resumed run's file therefore equals an uninterrupted run's, byte for byte.
+
+    Columns: ``step``, then the metric names in natural order (``train/loss@2`` before
+    ``train/loss@10``), a function of the set of names alone, whatever order they arrive in.
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, keep_rows: int | None = None) -> None:
@@ -42,7 +46,7 @@ class CSVMetrics(Logger):
             if lines and not lines[-1].endswith("\n"):
                 lines.pop()  # a row cut short by a kill
             reader = csv.DictReader(lines)
-            self.keys = list(reader.fieldnames or ["step"])
+            self.keys = _column_order(reader.fieldnames or ["step"])
             if keep_rows is None:
                 self.rows = [r for r in reader if int(r["step"]) < resume_step]
             else:
@@ -76,9 +80,9 @@ class CSVMetrics(Logger):
         # Lightning adds "epoch", which is meaningless for an endless step-indexed stream.
         row = {"step": step, **{k: float(v) for k, v in metrics.items() if k != "epoch"}}
         self.rows.append(row)
-        new = sorted(set(row) - set(self.keys))
+        new = set(row) - set(self.keys)
         if new or not self.path.is_file():
-            self.keys.extend(new)
+            self.keys = _column_order([*self.keys, *new])
             self._rewrite()
         else:
             with self.path.open("a", newline="") as f:
@@ -97,6 +101,17 @@ class CSVMetrics(Logger):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.path, buf.getvalue())
+
+
+def _natural_key(name: str) -> tuple:
+    # re.split with a group alternates text and digit runs, so equal positions compare like types;
+    # the name itself breaks ties ("@02" vs "@2"), so the order never depends on set iteration.
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))), name
+
+
+def _column_order(keys) -> list[str]:
+    """``step`` first, then the other names in natural order (digit runs compared as numbers)."""
+    return ["step", *sorted(set(keys) - {"step"}, key=_natural_key)]
 
 
 class MetricsCommit(Callback):

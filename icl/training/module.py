@@ -52,10 +52,17 @@ class ICLModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Runs after backward, before the update and before this step's checkpoint: the
-        non-finite guard, then the metrics row of this step."""
+        non-finite guard, then the metrics row of this step: every train.log_every steps and at
+        the last step, so metrics.csv always ends with the final loss (even when log_every > steps)."""
         self._guard_nonfinite(optimizer)
-        if (self.global_step + 1) % self.cfg.train.log_every == 0:
+        if self._is_log_step():
             self._log_row()
+
+    def _is_log_step(self) -> bool:
+        # A pure function of the step (and the config), so a resumed run logs the rows an
+        # uninterrupted one does.
+        step = self.global_step + 1
+        return step % self.cfg.train.log_every == 0 or step == self.cfg.train.steps
 
     def _guard_nonfinite(self, optimizer) -> None:
         """train.nonfinite, applied to this step's loss and gradients before the update, by one of
@@ -82,7 +89,7 @@ class ICLModule(L.LightningModule):
             if self._first_bad is None:
                 self._first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
             self._first_bad = torch.where(finite | (self._first_bad >= 0), self._first_bad, self.global_step)
-            if (self.global_step + 1) % self.cfg.train.log_every == 0:
+            if self._is_log_step():  # before this step's row, as at every log step
                 self._raise_if_nonfinite()
 
     def _finite(self, params: list[torch.Tensor]) -> torch.Tensor:
