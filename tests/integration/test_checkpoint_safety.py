@@ -8,8 +8,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -233,14 +231,3 @@ def test_good_checkpoint_resumes_through_the_safe_reader(lab, monkeypatch, capsy
     assert resumed["global_step"] == 6
     model, _ = load_model(last)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-
-
-def test_reading_a_checkpoint_and_loading_its_model_import_no_lightning():
-    """`icl eval` reads checkpoints without the training stack (a fresh interpreter: this one has
-    imported Lightning already)."""
-    code = (
-        "import sys, icl.checkpoint.io, icl.checkpoint.load; "
-        "print(sorted(m for m in sys.modules if m.startswith(('lightning', 'pytorch_lightning'))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -1,26 +1,36 @@
-"""The layers point one way: the config, the baselines and the evaluation run import nothing
-above them (checked in fresh interpreters: the test process has imported everything)."""
+"""The layers point one way: the config, the checkpoint reader, the baselines and the evaluation
+run import nothing above them (checked in fresh interpreters: the test process has imported
+everything)."""
 
+import ast
 import subprocess
 import sys
 
+import pytest
 
-def test_importing_the_config_imports_no_lightning_evaluation_or_baselines():
-    """config.py sits at the bottom of the import graph (a fresh interpreter: this one has
-    imported everything already)."""
-    code = (
-        "import sys, icl.config; print(sorted(m for m in sys.modules if m.startswith(('lightning', "
-        "'pytorch_lightning', 'icl.baselines', 'icl.evaluation.run', 'icl.training.module'))))"
-    )
+
+def imported(modules: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with ``prefixes`` that importing ``modules`` loads in a fresh interpreter."""
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout)
 
 
-def test_baselines_and_the_evaluation_run_import_no_lightning_and_baselines_no_checkpoint_loading():
-    code = (
-        "import sys, icl.baselines; "
-        "assert not [m for m in sys.modules if m.startswith(('icl.checkpoint', 'lightning'))]; "
-        "import icl.evaluation.run; assert not [m for m in sys.modules if m.startswith('lightning')]"
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+LIGHTNING = ("lightning", "pytorch_lightning")
+
+
+@pytest.mark.parametrize(
+    "modules,forbidden",
+    [
+        # config.py sits at the bottom of the import graph
+        ("icl.config", (*LIGHTNING, "icl.baselines", "icl.evaluation.run", "icl.training.module")),
+        # `icl eval` reads checkpoints without the training stack
+        ("icl.checkpoint.io, icl.checkpoint.load", LIGHTNING),
+        # CheckpointPredictor receives a loaded model: the baselines load none
+        ("icl.baselines", (*LIGHTNING, "icl.checkpoint")),
+        ("icl.evaluation.run", LIGHTNING),
+    ],
+    ids=["config", "checkpoint_reading", "baselines", "evaluation_run"],
+)
+def test_a_layer_imports_nothing_above_it(modules, forbidden):
+    assert imported(modules, forbidden) == []
