@@ -173,17 +173,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from icl import sweeps
 
     sweep = sweeps.load_sweep(args.file)
+    if args.point and args.members:
+        raise ICLError("--point and --members: allowed: one of them")
     if args.point:
         files, overrides = _split_args(args.items)
         print(f"{sweep.name}: {sweeps.run_point(sweep, files, overrides)}", file=sys.stderr)
         return 0
+    if args.members:
+        return sweeps.run_members(sweep, args.items)
     if args.items:
-        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (only with --point; see `icl sweep --help`)")
+        raise ICLError(
+            f"unrecognized arguments: {' '.join(args.items)} (only with --point or --members; see `icl sweep --help`)"
+        )
     if args.wandb:
         path = sweeps.register(sweep, args.project, args.entity)
         print(f"registered W&B sweep {path}; on each machine, from the repository root: wandb agent {path}")
         return 0
-    return sweeps.run_local(sweep, args.workers, args.dry_run)
+    return sweeps.run_local(sweep, args.workers, args.dry_run, args.ensemble)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -242,17 +248,34 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--no-eval", dest="eval", action="store_false", help="skip the evaluation-suite timing")
     b.add_argument("--no-bf16", dest="bf16", action="store_false", help="skip the bf16 autocast report")
     b.add_argument("--bf16-steps", type=int, default=300, help="steps of the bf16 vs fp32 loss comparison")
+    b.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also measure ensembles (M members as one stacked module) per case against one solo process "
+        "and two single-thread solo processes",
+    )
+    b.add_argument("--members", default="1,2,5,10", help="with --ensemble: comma-separated member counts M")
     b.add_argument("--out", default="runs/bench", help="directory for bench.json (default: runs/bench)")
     b.set_defaults(func=cmd_bench, items=[])
     w = sub.add_parser("sweep", help="run a W&B-format grid sweep here (resumable) or register it with W&B")
     w.add_argument("file", metavar="SWEEP.yaml")
-    w.add_argument("--workers", type=int, default=1, help="grid points trained at once (default 1)")
+    w.add_argument("--workers", type=int, default=1, help="processes training at once (default 1)")
+    w.add_argument(
+        "--ensemble",
+        default="auto",
+        metavar="auto|off|N",
+        help="train points of one shape as one ensemble in one process: auto (default), off (every "
+        "point alone), or at most N members per ensemble; docs/sweeps.md",
+    )
     w.add_argument("--dry-run", action="store_true", help="list the points, their state and commands; run nothing")
     w.add_argument("--wandb", action="store_true", help="register the sweep with W&B for `wandb agent` (needs a login)")
     w.add_argument("--project", help="W&B project for --wandb (default: train.wandb.project)")
     w.add_argument("--entity", help="W&B entity for --wandb (default: train.wandb.entity or your default)")
     w.add_argument(
         "--point", action="store_true", help="train one point: BASE.yaml ... key=value ... (the sweep's command)"
+    )
+    w.add_argument(
+        "--members", action="store_true", help="train the named points as one ensemble: NAME ... (what auto starts)"
     )
     w.set_defaults(func=cmd_sweep, items=[])
     r = sub.add_parser("report", help="tables and plots (paper 1 Figs. 1-3, sweep tables) from a sweep's finished runs")

@@ -26,8 +26,9 @@ class StopOnSignal(L.Callback):
     raises Interrupted. Under DDP the ranks agree on the flag every step, so all of them stop
     after the same step and take part in the save."""
 
-    def __init__(self, last: Path, run_dir: Path) -> None:
+    def __init__(self, last: Path, run_dir: Path, resume_hint: str | None = None) -> None:
         self.last, self.run_dir = Path(last), Path(run_dir)
+        self.resume_hint = resume_hint or f"`icl train --resume {self.run_dir}`"
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -75,6 +76,5 @@ class StopOnSignal(L.Callback):
         name = signal.Signals(signum).name
         raise Interrupted(
             signum,
-            f"{name} after step {trainer.global_step}: saved {self.last}; continue with "
-            f"`icl train --resume {self.run_dir}`",
+            f"{name} after step {trainer.global_step}: saved {self.last}; continue with {self.resume_hint}",
         )

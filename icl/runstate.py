@@ -91,22 +91,28 @@ def locked(run_dir: Path) -> Iterator[None]:
         release(run_dir)
 
 
-def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
-    """(global step, path) of the run's most advanced checkpoint: last.ckpt, or a periodic
-    step=N.ckpt written just before a kill that came before last.ckpt was replaced."""
-    found = []
-    last = run_dir / "checkpoints" / LAST
+def checkpoint_steps(run_dir: Path) -> dict[int, Path]:
+    """Step -> file of every checkpoint of a run: the periodic step=N.ckpt files and last.ckpt
+    (read for its step, and preferred on a tie: the newest write of that step; an unreadable one
+    is left out, and `icl train --resume` decides about it)."""
+    ckpt_dir = Path(run_dir) / "checkpoints"
+    found = {int(m.group(1)): p for p in ckpt_dir.glob("step=*.ckpt") if (m := STEP_FILE.fullmatch(p.name))}
+    last = ckpt_dir / LAST
     if last.is_file():
         try:
             step = read_checkpoint(last).get("global_step")
         except ICLError:
-            step = None  # unreadable: the periodic files below, or `icl train --resume`, decide
+            step = None
         if isinstance(step, int):
-            found.append((step, last))
-    for path in (run_dir / "checkpoints").glob("step=*.ckpt"):
-        if m := STEP_FILE.fullmatch(path.name):
-            found.append((int(m.group(1)), path))
-    return max(found, key=lambda f: f[0]) if found else None  # on a tie, last.ckpt (listed first)
+            found[step] = last
+    return found
+
+
+def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
+    """(global step, path) of the run's most advanced checkpoint: last.ckpt, or a periodic
+    step=N.ckpt written just before a kill that came before last.ckpt was replaced."""
+    found = checkpoint_steps(run_dir)
+    return max(found.items()) if found else None
 
 
 def run_state(run_dir: Path, steps: int) -> str:

@@ -115,21 +115,19 @@ class FlatAdamW(_FlatParameters, torch.optim.AdamW):
 def keep_freed_memory() -> bool:
     """Stop glibc malloc from handing the memory a training step frees back to the OS.
 
-    By default glibc serves large blocks with mmap and trims the heap once more than twice the
-    last such block's size is free at its top; a training step frees its activations at the end,
-    so the next step faults every page in again. Fixed thresholds keep blocks up to 64 MiB
-    (32 MiB where glibc refuses 64) on the heap and trim only above 1 GiB free.
-    Process-wide; returns whether it applied (False off Linux/glibc)."""
+    By default glibc serves blocks above an adaptive threshold (at most 32 MiB) with mmap and
+    trims the heap once more than twice the last such block's size is free at its top; a training
+    step frees its activations at the end, so the next step faults every page in again. Here
+    every block comes from the heap (no mmap: an ensemble's activations exceed any threshold) and
+    the heap is trimmed only above 1 GiB free. Process-wide; returns whether it applied (False
+    off Linux/glibc)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    if not (mallopt(M_MMAP_THRESHOLD, 64 << 20) or mallopt(M_MMAP_THRESHOLD, 32 << 20)):
-        return False
-    # Only together with the fixed mmap threshold: a trim threshold alone also freezes glibc's
-    # adaptive mmap threshold where it stands (128 KiB at start), sending every activation to mmap,
-    # which is slower than glibc's default.
-    return bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    # Setting the trim threshold also freezes glibc's adaptive mmap threshold; with mmap off
+    # that threshold no longer matters.
+    return bool(mallopt(M_MMAP_MAX, 0) and mallopt(M_TRIM_THRESHOLD, 1 << 30))

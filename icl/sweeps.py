@@ -8,7 +8,9 @@ this machine or under ``wandb agent`` on any other::
 
 ``icl sweep FILE --point BASE.yaml ... key=value ...`` trains one grid point in
 ``OUT_DIR/<sweep name>/<run name>``, the run name being a pure function of the swept values;
-a finished point is skipped, an interrupted one resumed from its last checkpoint.
+a finished point is skipped, an interrupted one resumed from its last checkpoint. Locally,
+points of one shape train together as one ensemble (``icl sweep FILE --members NAME ...``,
+icl/ensemble/), each still in its own run directory.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ import yaml
 from icl import runs, runstate
 from icl.checkpoint.load import load_model
 from icl.config import Config, load_config
+from icl.ensemble.checkpoints import common_step
+from icl.ensemble.grouping import group
+from icl.ensemble.run import train_ensemble
 from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import atomic_write
@@ -267,59 +272,146 @@ def _write_manifest(sweep: Sweep, sweep_dir: Path) -> None:
         atomic_write(target, text)
 
 
-def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
-    """Run every grid point here, ``workers`` at a time, each as the sweep's own command in a
-    child process (so a crash or kill costs at most the points in flight). Returns an exit code."""
+ENSEMBLE_MODES = ("auto", "off")
+AUTO_MEMBERS = 16  # the largest ensemble `--ensemble auto` forms (memory grows with the members)
+
+
+def ensemble_size(mode: str) -> int:
+    """``--ensemble``: auto (up to AUTO_MEMBERS), off (1: every point alone) or N >= 1."""
+    if mode == "auto":
+        return AUTO_MEMBERS
+    if mode == "off":
+        return 1
+    try:
+        n = int(mode)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ICLError(f"--ensemble: got {mode!r}; allowed: auto, off, or an integer >= 1 (members per ensemble)")
+    return n
+
+
+Todo = tuple[str, Point, Path, str, Config]  # tag, point, run directory, state, config
+
+
+def plan(todo: list[Todo], size: int, workers: int = 1) -> list[list[Todo]]:
+    """The points to train in units: ensembles of points that share a shape (icl.ensemble.grouping),
+    at most ``size`` members each, split in at least ``workers`` ensembles where there are enough
+    points to keep every worker busy; new points and interrupted ones apart, and interrupted ones
+    together only where they stopped at a common checkpoint step; points that only miss their
+    final evaluation alone."""
+    alone = [[t] for t in todo if size == 1 or t[3] == "trained"]
+    units = list(alone)
+    for states in (("absent", "empty"), ("partial",)):
+        pool = [t for t in todo if size > 1 and t[3] in states]
+        for unit in group([(t, t[4]) for t in pool], size, workers):
+            if len(unit) > 1 and states == ("partial",) and common_step([t[2] for t in unit]) is None:
+                units += [[t] for t in unit]
+            else:
+                units.append(unit)
+    order = {id(t): i for i, t in enumerate(todo)}
+    return sorted(units, key=lambda u: order[id(u[0])])
+
+
+def run_members(sweep: Sweep, names: list[str]) -> int:
+    """Train the named grid points as one ensemble (what ``run_local`` starts for a unit of
+    several points); points already done are skipped, diverged ones not retried. Exit code:
+    0, or EXIT_DIVERGED when a member diverged."""
+    by_name = {p.name: p for p in sweep.points()}
+    unknown = [n for n in names if n not in by_name]
+    if unknown or not names:
+        raise ICLError(f"--members: got {unknown or names}; allowed: names of {sweep.path}'s points (see --dry-run)")
+    cfgs, dirs = [], []
+    for name in dict.fromkeys(names):
+        cfg = sweep.config(by_name[name])
+        run_dir = sweep.sweep_dir(cfg) / name
+        runstate.acquire(run_dir)  # held until this process ends
+        state = runstate.run_state(run_dir, cfg.train.steps)
+        print(f"{sweep.name}/{name}: {state} ({run_dir})", file=sys.stderr)
+        if state in ("done", "diverged", "trained"):
+            if state == "trained":
+                model, _ = load_model(runstate.newest_checkpoint(run_dir)[1])
+                evaluate_suite(model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
+            continue
+        _write_manifest(sweep, run_dir.parent)
+        if state in ("absent", "empty"):
+            runs.prepare_new_run(cfg, run_dir, overwrite=True)
+        cfgs.append(cfg)
+        dirs.append(run_dir)
+    if not cfgs:
+        return 0
+    outcome = train_ensemble(cfgs, dirs, resume_hint=f"`icl sweep {sweep.path}`")
+    return EXIT_DIVERGED if "diverged" in outcome.values() else 0
+
+
+def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: str = "auto") -> int:
+    """Run every grid point here, ``workers`` units at a time, each unit a child process: one
+    point alone (the sweep's own command) or, with ``ensemble`` (auto | off | N), several points
+    of one shape trained as one ensemble (``icl sweep FILE --members NAME ...``). A crash or kill
+    costs at most the units in flight. Returns an exit code."""
     if workers < 1:
         raise ICLError(f"--workers: got {workers}; allowed: an integer >= 1")
+    size = ensemble_size(ensemble)
     cfgs = check(sweep)
     points = sweep.points()
     todo, failed = [], []
+    tags = {}
     for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
         run_dir = sweep.sweep_dir(cfg) / point.name
         state = runstate.run_state(run_dir, cfg.train.steps)
-        tag = f"[{i}/{len(points)}] {point.name}"
-        if dry_run:
-            print(f"{tag}: {state}\n    {' '.join(_shell(a) for a in agent_argv(sweep, point.values))}")
-        elif state == "done":
-            print(f"{tag}: skipped (finished: {run_dir})", flush=True)
+        tag = tags[point.name] = f"[{i}/{len(points)}] {point.name}"
+        if state == "done":
+            print(f"{tag}: {'done' if dry_run else f'skipped (finished: {run_dir})'}", flush=True)
         elif holder := runstate.lock_holder(run_dir):
             print(f"{tag}: skipped (being trained by another process: {holder})", flush=True)
         elif state == "diverged":
             print(f"{tag}: DIVERGED earlier, not retried (delete {run_dir / DIVERGED_FILE} to retry)", flush=True)
             failed.append(tag)
         else:
-            todo.append((tag, point, run_dir))
-    if dry_run or not todo:
-        return 1 if failed and not dry_run else 0
+            todo.append((tag, point, run_dir, state, cfg))
+    units = plan(todo, size, workers)
+    if dry_run:
+        for unit in units:
+            for tag, _, _, state, _ in unit:
+                print(f"{tag}: {state}" + (f" (ensemble of {len(unit)})" if len(unit) > 1 else ""))
+            print(f"    {' '.join(_shell(a) for a in _unit_argv(sweep, unit))}")
+        return 0
+    if not units:
+        return 1 if failed else 0
     _write_manifest(sweep, sweep.sweep_dir(cfgs[0]))
     env = dict(os.environ)
     # N processes share the cores; without a cap each would start one thread per core.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    running: dict[subprocess.Popen, tuple[str, Path, float, Any]] = {}
+    running: dict[subprocess.Popen, tuple[list, Path, float, Any]] = {}
     try:
-        while todo or running:
-            while todo and len(running) < workers:
-                tag, point, run_dir = todo.pop(0)
-                log_path = run_dir.parent / "logs" / f"{point.name}.log"
+        while units or running:
+            while units and len(running) < workers:
+                unit = units.pop(0)
+                names = [t[1].name for t in unit]
+                log_name = names[0] if len(unit) == 1 else f"{names[0]}+{len(unit) - 1}"
+                log_path = unit[0][2].parent / "logs" / f"{log_name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 log = log_path.open("a")
-                argv = agent_argv(sweep, point.values)
+                argv = _unit_argv(sweep, unit)
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "icl", *argv[1:]], stdout=log, stderr=subprocess.STDOUT, env=env
                 )
-                running[proc] = (tag, log_path, time.monotonic(), log)
-                print(f"{tag}: started (log: {log_path})", flush=True)
+                running[proc] = (unit, log_path, time.monotonic(), log)
+                what = "started" if len(unit) == 1 else f"started in an ensemble of {len(unit)}"
+                for t in unit:
+                    print(f"{t[0]}: {what} (log: {log_path})", flush=True)
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
-                tag, log_path, t0, log = running.pop(proc)
+                unit, log_path, t0, log = running.pop(proc)
                 log.close()
-                if proc.returncode == 0:
-                    print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
-                else:
-                    last = _last_line(log_path)
-                    what = "DIVERGED" if proc.returncode == EXIT_DIVERGED else "FAILED"
-                    print(f"{tag}: {what} (exit {proc.returncode}): {last} (log: {log_path})", flush=True)
+                for tag, _, run_dir, _, cfg in unit:
+                    state = runstate.run_state(run_dir, cfg.train.steps)
+                    if state == "done":
+                        print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
+                        continue
+                    what = "DIVERGED" if state == "diverged" else "FAILED"
+                    detail = _last_line(run_dir / DIVERGED_FILE) if state == "diverged" else _last_line(log_path)
+                    print(f"{tag}: {what} (exit {proc.returncode}): {detail} (log: {log_path})", flush=True)
                     failed.append(tag)
     except KeyboardInterrupt:
         for proc in running:
@@ -335,6 +427,13 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False) -> int:
         )
         return 1
     return 0
+
+
+def _unit_argv(sweep: Sweep, unit: list) -> list[str]:
+    """The command of a unit: the sweep's own command for one point, --members for an ensemble."""
+    if len(unit) == 1:
+        return agent_argv(sweep, unit[0][1].values)
+    return ["icl", "sweep", str(sweep.path), "--members", *(t[1].name for t in unit)]
 
 
 def _shell(arg: str) -> str:

@@ -174,4 +174,5 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         id=run_id,
         resume="allow",
         config=config,
+        reinit="create_new",  # an ensemble's members are runs of one process, each its own
     )

@@ -1,5 +1,6 @@
 """`icl bench`: runs every case (our eager and compiled sides against the reference, interleaved
-in one process), then the quick-start measurements; prints the tables and writes bench.{json,md}."""
+in one process; with ``--ensemble`` also the ensemble measurement of icl/bench/ensemble.py), then
+the quick-start measurements; prints the tables and writes bench.{json,md}."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from typing import Any
 import torch
 
 from icl.bench.cases import BATCH, Case, batches, parse_cases, train_flops
+from icl.bench.ensemble import ensemble_case, parse_members
 from icl.bench.memory import peak_memory_mib
 from icl.bench.quickstart import bf16_report, eval_wall_time, loop_overhead
 from icl.bench.reference import ReferenceModel, reference_available, reference_side
 from icl.bench.sides import our_side
-from icl.bench.tables import text_table, write_results
+from icl.bench.tables import ensemble_text_table, text_table, write_results
 from icl.bench.timing import sampling_ms, time_sides
 from icl.errors import ICLError
+from icl.speed import keep_freed_memory
 
 
 def environment() -> dict[str, Any]:
@@ -72,6 +75,7 @@ def run(args) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = parse_cases(args.presets, args.shapes)
+    members = parse_members(args.members) if args.ensemble else []
     with_reference = args.reference and reference_available()
     if args.reference and not with_reference:
         print(
@@ -82,6 +86,12 @@ def run(args) -> dict[str, Any]:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"environment": environment(), "cases": []}
+    if args.ensemble:
+        # as training does (train.keep_freed_memory): an ensemble's activations exceed glibc's
+        # mmap threshold, which would fault them in again every step; every case of this run then
+        # runs with it
+        result["environment"]["keep_freed_memory"] = keep_freed_memory()
+        result["ensemble"] = []
     if with_reference:
         import transformers  # the optional extra, present here
 
@@ -93,7 +103,13 @@ def run(args) -> dict[str, Any]:
         print(f"[bench] {case.name} ...", file=sys.stderr, flush=True)
         result["cases"].append(bench_case(case, args, with_reference))
         write_results(out_dir, result)
+        if args.ensemble:
+            print(f"[bench] {case.name}: ensembles of {args.members} members ...", file=sys.stderr, flush=True)
+            result["ensemble"].append(ensemble_case(case, members, args))
+            write_results(out_dir, result)
     print(text_table(result["cases"]))
+    if args.ensemble:
+        print(ensemble_text_table(result["ensemble"]))
     if args.loop:
         print("[bench] Lightning loop overhead (quick-start) ...", file=sys.stderr, flush=True)
         result["loop"] = loop_overhead(args)

@@ -31,17 +31,20 @@ def interleave(sides: list[Side], data, repeats: int, target_s: float, between=N
     """Per-repeat wall, user and system seconds per step of each side. After two warm-up steps per
     side (the first one's time is kept: a compiled side compiles there), each repeat runs every
     side for about ``target_s`` seconds, in the order of ``sides`` in even repeats and reversed in
-    odd ones; ``between()`` runs at the start of every repeat."""
+    odd ones; ``between()`` runs at the start of every repeat. Each side trains on ``data`` (a list
+    of (xs, ys)) or on its own ``side.data``."""
+    own = {s.name: s.data if s.data is not None else data for s in sides}
     first: dict[str, float] = {}
     for side in sides:
+        d = own[side.name]
         start = time.perf_counter()
-        side.step(*data[0])
+        side.step(*d[0])
         first[side.name] = time.perf_counter() - start
-        side.step(*data[1 % len(data)])
+        side.step(*d[1 % len(d)])
     per_repeat: dict[str, int] = {}
     for side in sides:
         start = time.perf_counter()
-        side.step(*data[0])
+        side.step(*own[side.name][0])
         per_repeat[side.name] = max(1, round(target_s / max(time.perf_counter() - start, 1e-6)))
     rec: dict[str, dict[str, Any]] = {
         s.name: {"wall": [], "user": [], "sys": [], "first_step_s": first[s.name], "steps": per_repeat[s.name]}
@@ -51,10 +54,10 @@ def interleave(sides: list[Side], data, repeats: int, target_s: float, between=N
         if between is not None:
             between()
         for side in sides if r % 2 == 0 else sides[::-1]:
-            k = per_repeat[side.name]
+            k, d = per_repeat[side.name], own[side.name]
             t0, c0 = time.perf_counter(), os.times()
             for i in range(k):
-                side.step(*data[i % len(data)])
+                side.step(*d[i % len(d)])
             t1, c1 = time.perf_counter(), os.times()
             rec[side.name]["wall"].append((t1 - t0) / k)
             rec[side.name]["user"].append((c1.user - c0.user) / k)

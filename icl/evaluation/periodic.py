@@ -30,7 +30,12 @@ class PeriodicEval(Callback):
         step = trainer.global_step
         if step % self.cfg.eval.every or trainer.global_rank != 0:
             return
-        model = module.model
+        values = self.values(module.model, module.device)
+        for lg in trainer.loggers:
+            lg.log_metrics(values, step=step)
+
+    def values(self, model, device) -> dict[str, float]:
+        """The logged values of ``model`` now (its train/eval mode is restored afterwards)."""
         was_training = model.training
         model.eval()
         values: dict[str, float] = {}
@@ -53,11 +58,10 @@ class PeriodicEval(Callback):
                     mixture=sc.mixture,
                     inputs=sc.inputs,
                     query=sc.query,
-                    device=module.device,
+                    device=device,
                 )
                 for pred, err in result.sq_errors.items():
                     mean = err.mean(axis=0)
                     values.update({f"eval/{sc.name}/{pred}/mse@{k}": float(mean[k]) for k in self.ks if k < len(mean)})
         model.train(was_training)
-        for lg in trainer.loggers:
-            lg.log_metrics(values, step=step)
+        return values

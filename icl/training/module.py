@@ -22,6 +22,32 @@ from icl.training.loss import prefix_losses
 from icl.training.stream import StepStream
 
 
+def metrics_row(losses: list[float], dims: int, points: int, skipped: int | None) -> dict[str, float]:
+    """The metrics.csv row of a logged step: the loss, the loss at every position, the
+    curriculum's dims and points, and (train.nonfinite=skip) the skipped steps so far."""
+    row = {"train/loss": losses[0], **{f"train/loss@{k}": v for k, v in enumerate(losses[1:])}}
+    row.update({"curriculum/dims": float(dims), "curriculum/points": float(points)})
+    if skipped is not None:
+        row["train/skipped_steps"] = float(skipped)
+    return row
+
+
+def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
+    """The optimiser train.optimizer / lr / betas / eps / weight_decay / fused_optimizer name."""
+    if tcfg.fused_optimizer:
+        opt_cls = FlatAdamW if tcfg.optimizer == "adamw" else FlatAdam
+    else:
+        opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
+    return opt_cls(
+        params,
+        lr=tcfg.lr,
+        betas=tuple(tcfg.betas),
+        eps=tcfg.eps,
+        weight_decay=tcfg.weight_decay,
+        fused=tcfg.fused_optimizer or None,
+    )
+
+
 class ICLModule(L.LightningModule):
     """Training of an ICLTransformer on a Sampler's stream. ``config`` is the resolved config
     as a plain dict; it is stored in every checkpoint (``icl_config``)."""
@@ -129,10 +155,8 @@ class ICLModule(L.LightningModule):
         # ranks describes the global batch. One .tolist() = one host sync per logged step.
         values = self.trainer.strategy.reduce(self._losses, reduce_op="mean").tolist()
         dims, points = self.sampler.curriculum.at(self.global_step)
-        row = {"train/loss": values[0], **{f"train/loss@{k}": v for k, v in enumerate(values[1:])}}
-        row.update({"curriculum/dims": float(dims), "curriculum/points": float(points)})
-        if self.cfg.train.nonfinite == "skip":
-            row["train/skipped_steps"] = float(self.skipped_steps)
+        skipped = self.skipped_steps if self.cfg.train.nonfinite == "skip" else None
+        row = metrics_row(values, dims, points, skipped)
         # Host tensors: Lightning reads every progress-bar value with .item() after *every* step, a
         # device sync per step for values on an accelerator; these are already on the host.
         shown = {"train/loss": values[0], "curriculum/dims": float(dims), "curriculum/points": float(points)}
@@ -144,18 +168,7 @@ class ICLModule(L.LightningModule):
         tcfg = self.cfg.train
         # Lightning calls this after moving the model to its device and dtype, where the flat
         # optimiser allocates its buffers.
-        if tcfg.fused_optimizer:
-            opt_cls = FlatAdamW if tcfg.optimizer == "adamw" else FlatAdam
-        else:
-            opt_cls = torch.optim.AdamW if tcfg.optimizer == "adamw" else torch.optim.Adam
-        opt = opt_cls(
-            self.model.parameters(),
-            lr=tcfg.lr,
-            betas=tuple(tcfg.betas),
-            eps=tcfg.eps,
-            weight_decay=tcfg.weight_decay,
-            fused=tcfg.fused_optimizer or None,
-        )
+        opt = build_optimizer(self.model.parameters(), tcfg)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg.schedule, tcfg.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

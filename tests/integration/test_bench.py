@@ -1,12 +1,17 @@
 """`icl bench` from the command line: a smoke run writes its table and JSON, with a FLOP count per
-step that the counted FLOPs of the model's own layers confirm; an unknown preset is refused."""
+step that the counted FLOPs of the model's own layers confirm; an unknown preset is refused; the
+ensemble part (`--ensemble`) measures each M against both solo baselines, and its side at M = 1
+trains as the solo side does."""
 
 import json
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from icl.bench.cases import Case
+import icl.bench.ensemble
+from icl.bench.cases import Case, batches, train_flops
+from icl.bench.sides import ensemble_side, member_configs, our_side, stacked_batches
 from icl.cli import main
 from icl.model import ICLTransformer
 
@@ -62,3 +67,34 @@ def test_bench_cli_writes_the_table_and_json_with_the_counted_flops(tmp_path, ca
 def test_bench_cli_refuses_an_unknown_preset(capsys):
     assert main(["bench", "--presets", "huge"]) == 2
     assert "allowed: tiny, small, standard" in capsys.readouterr().err
+
+
+def test_bench_cli_ensemble_measures_each_member_count_against_both_baselines(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(icl.bench.ensemble, "MIN_PAIR_S", 0.3)  # baseline (b): a short run will do here
+    args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]
+    flags = ["--no-reference", "--no-compile", "--no-memory", "--no-loop", "--no-eval", "--no-bf16"]
+    assert main([*args, *flags, "--ensemble", "--members", "1,2", "--out", str(tmp_path)]) == 0
+    assert "(b) 2 solo x 1 thread" in capsys.readouterr().out
+    assert "| tiny@curriculum_start | ensemble | 2 |" in (tmp_path / "bench.md").read_text()
+    (rec,) = json.loads((tmp_path / "bench.json").read_text())["ensemble"]
+    assert rec["case"] == "tiny@curriculum_start"
+    assert rec["baselines"]["solo"]["member_steps_per_s"] > 0
+    assert rec["baselines"]["two_solo_1_thread"]["member_steps_per_s"] > 0
+    assert [e["members"] for e in rec["ensembles"]] == [1, 2]
+    flops = train_flops(Case("tiny", "curriculum_start").config())
+    for e in rec["ensembles"]:
+        assert e["member_steps_per_s"] > 0
+        # An ensemble step does the nominal work of M member-steps.
+        assert e["gflops"] * 1e9 * e["ms_per_step"] / 1e3 == pytest.approx(e["members"] * flops, rel=1e-9)
+        assert e["vs_best"] == pytest.approx(min(e["vs_solo"], e["vs_two_solo"]))
+
+
+def test_bench_ensemble_side_of_one_member_trains_as_the_solo_side():
+    case = Case("tiny", "curriculum_start")
+    cfg = case.config()
+    data = batches(cfg, 3)
+    stacked = stacked_batches(member_configs(case, 2), 3)
+    assert all(torch.equal(s[0][0], d[0]) and torch.equal(s[1][0], d[1]) for s, d in zip(stacked, data, strict=True))
+    solo, ensemble = our_side(cfg), ensemble_side(member_configs(case, 1), "ensemble_1")
+    for xs, ys in data:  # the same loss at every step: same initial weights, same update
+        assert ensemble.step(xs[None], ys[None]).item() == pytest.approx(solo.step(xs, ys).item(), rel=1e-5)
