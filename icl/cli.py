@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         "and two single-thread solo processes",
     )
     b.add_argument("--members", default="1,2,5,10", help="with --ensemble: comma-separated member counts M")
+    b.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the training steps, e.g. cpu or cuda; off the CPU only our eager side and "
+        "--ensemble run (add --no-reference --no-compile --no-loop --no-eval --no-bf16)",
+    )
     b.add_argument("--out", default="runs/bench", help="directory for bench.json (default: runs/bench)")
     b.set_defaults(func=cmd_bench, items=[])
     w = sub.add_parser("sweep", help="run a W&B-format grid sweep here (resumable) or register it with W&B")

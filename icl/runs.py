@@ -187,7 +187,13 @@ def resume_changes(saved: dict[str, Any], cfg: Config, run_dir: Path) -> list[st
     return [diffs[k] for k in changed]
 
 
-def record_resume(run_dir: Path, ckpt_path: Path, step: int, changes: list[str]) -> None:
+def record_resume(cfg: Config, run_dir: Path, ckpt_path: Path, step: int, changes: list[str]) -> None:
+    """What a resume writes before training: the stale temporary files of a save cut short by a
+    kill removed (the files they were replacing are intact), the run's new config, a line in
+    resume.log."""
+    for stale in (run_dir / "checkpoints").glob("*" + TMP_SUFFIX):
+        stale.unlink()
+    save_config(cfg, run_dir / CONFIG_FILE)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     line = f"{stamp} resumed at step {step} from {ckpt_path.name}; " + (
         "changed: " + "; ".join(changes) if changes else "no config changes"
@@ -287,10 +293,7 @@ def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> 
     )
     if not secondary_rank():
         if ckpt_path is not None:
-            for stale in (run_dir / "checkpoints").glob("*" + TMP_SUFFIX):
-                stale.unlink()  # a save cut short by a kill; the file it was replacing is intact
-            save_config(cfg, run_dir / CONFIG_FILE)
-            record_resume(run_dir, ckpt_path, resume_step, changes)
+            record_resume(cfg, run_dir, ckpt_path, resume_step, changes)
         print(f"run directory: {run_dir}", file=sys.stderr)  # after every check: bad input stays one line
     marker = run_dir / DIVERGED_FILE
     if not secondary_rank():

@@ -1,7 +1,9 @@
 """`icl bench --ensemble`: the throughput of M same-shape members trained as one stacked module
 (icl/ensemble/), in member-steps per second, against two ways of training solo models on this
 machine: (a) one solo process with torch's threads (in-process, interleaved with the ensemble
-sides) and (b) two single-thread solo processes side by side (right after the repeats)."""
+sides) and (b) two single-thread solo processes side by side (right after the repeats). With
+``--device`` other than the CPU, baseline (a) and the ensembles train on that device and (b), a
+CPU arrangement, is left out."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from icl.bench.cases import Case, batches, train_flops
 from icl.bench.memory import peak_memory_mib
-from icl.bench.sides import ensemble_side, member_configs, our_side, stacked_batches
+from icl.bench.sides import ensemble_side, member_configs, on_device, our_side, stacked_batches
 from icl.bench.timing import time_sides
 from icl.errors import ICLError
 from icl.speed import keep_freed_memory
@@ -103,38 +105,43 @@ def _rates(rec: dict[str, Any], flops: float, matmul: float, a: float, b: float 
     rec["vs_best"] = rate / max(a, b or 0.0)
 
 
-def _in_process(case: Case, members: list[int], args) -> dict[str, Any]:
-    """Per-step times of baseline (a) and of the stacked module of each M, interleaved (each
-    ensemble on its members' own batches), and the matmul rate under ``_matmul_gflops``."""
+def _in_process(case: Case, members: list[int], args, device: torch.device) -> dict[str, Any]:
+    """Per-step times of baseline (a) and of the stacked module of each M on ``device``,
+    interleaved (each ensemble on its members' own batches), and the device's matmul rate under
+    ``_matmul_gflops``."""
     cfg = case.config()
-    sides = [our_side(cfg, SOLO)]
+    sides = [our_side(cfg, SOLO, device=device)]
     for m in members:
         cfgs = member_configs(case, m)
-        sides.append(ensemble_side(cfgs, f"ensemble_{m}", stacked_batches(cfgs, 4)))
-    return time_sides(sides, batches(cfg, 4), args.repeats, args.target_s)
+        sides.append(ensemble_side(cfgs, f"ensemble_{m}", stacked_batches(cfgs, 4), device))
+    return time_sides(sides, on_device(batches(cfg, 4), device), args.repeats, args.target_s, device)
 
 
-def _add_peaks(case: Case, solo: dict[str, Any], ensembles: list[dict[str, Any]]) -> None:
+def _add_peaks(case: Case, solo: dict[str, Any], ensembles: list[dict[str, Any]], device: torch.device) -> None:
     """Peak memory of the solo process and of each ensemble, in total and per member, each in a
-    fresh process with training's allocator setting."""
+    fresh process with training's allocator setting (on CUDA: peak allocated device memory)."""
     threads = torch.get_num_threads()
-    solo["peak_memory_mib"] = peak_memory_mib(case, "ours", threads, keep=True)
+    solo["peak_memory_mib"] = peak_memory_mib(case, "ours", threads, keep=True, device=str(device))
     for e in ensembles:
-        peak = peak_memory_mib(case, "ensemble", threads, e["members"], keep=True)
+        peak = peak_memory_mib(case, "ensemble", threads, e["members"], keep=True, device=str(device))
         e["peak_memory_mib"] = peak
         e["peak_memory_mib_per_member"] = peak / e["members"] if peak is not None else None
 
 
-def ensemble_case(case: Case, members: list[int], args) -> dict[str, Any]:
-    """The ensemble measurement of ``case``: baseline (a) and the stacked module of each M in
-    ``members`` interleaved in this process, then baseline (b); member-steps/s, ratios, rates and
-    (``args.memory``) peak memory per member. Every process runs with training's allocator
-    setting (icl.speed.keep_freed_memory; ``run`` applies it to this one)."""
-    timing = _in_process(case, members, args)
+def ensemble_case(case: Case, members: list[int], args, device: torch.device | None = None) -> dict[str, Any]:
+    """The ensemble measurement of ``case`` on ``device`` (default: the CPU): baseline (a) and the
+    stacked module of each M in ``members`` interleaved in this process, then baseline (b) (on the
+    CPU only); member-steps/s, ratios, rates and (``args.memory``) peak memory per member. Every
+    process runs with training's allocator setting (icl.speed.keep_freed_memory; ``run`` applies
+    it to this one)."""
+    device = device or torch.device("cpu")
+    timing = _in_process(case, members, args, device)
     matmul = timing.pop("_matmul_gflops")
-    pair = parallel_solo(case, max(MIN_PAIR_S, args.target_s * args.repeats))
+    pair = parallel_solo(case, max(MIN_PAIR_S, args.target_s * args.repeats)) if device.type == "cpu" else None
     flops = train_flops(case.config())
     solo = timing[SOLO] | {"threads": torch.get_num_threads(), "member_steps_per_s": 1e3 / timing[SOLO]["ms_per_step"]}
+    if device.type != "cpu":
+        solo["device"] = str(device)  # (a) trains there; its threads only drive the host side
     a, b = solo["member_steps_per_s"], pair["member_steps_per_s"] if pair else None
     baselines = {SOLO: solo} | ({PAIR: pair} if pair else {})
     ensembles = [
@@ -144,7 +151,7 @@ def ensemble_case(case: Case, members: list[int], args) -> dict[str, Any]:
     for rec in [*baselines.values(), *ensembles]:
         _rates(rec, flops, matmul, a, b)
     if args.memory:
-        _add_peaks(case, solo, ensembles)
+        _add_peaks(case, solo, ensembles, device)
     return {
         "case": case.name,
         "flops_per_member_step": flops,

@@ -48,10 +48,10 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def _ensemble_rows(rec: dict[str, Any]):
-    """(side label, M, figures) of an ensemble record: the two baselines, then each M."""
+    """(side label, M, figures) of an ensemble record: the baselines (no (b) off the CPU), then each M."""
     base = rec["baselines"]
     solo = base["solo"]
-    yield f"(a) solo, {solo['threads']} threads", 1, solo
+    yield f"(a) solo, {solo.get('device') or str(solo['threads']) + ' threads'}", 1, solo  # device: off the CPU
     if "two_solo_1_thread" in base:
         pair = base["two_solo_1_thread"]
         yield f"(b) {pair['processes']} solo x 1 thread", pair["processes"], pair

@@ -16,17 +16,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from icl import runs, runstate
 from icl.checkpoint.io import LAST, read_checkpoint
 from icl.checkpoint.validate import check_resumable
-from icl.config import Config, save_config, to_dict
+from icl.config import Config, to_dict
 from icl.ensemble.checkpoints import MemberCheckpointIO, common_step
 from icl.ensemble.grouping import differences, solo_only
 from icl.ensemble.module import EnsembleModule
 from icl.errors import DIVERGED_FILE, ICLError, NonFiniteError, WriteError
 from icl.evaluation.periodic import PeriodicEval
 from icl.evaluation.run import evaluate_suite
-from icl.fileio import TMP_SUFFIX, atomic_write
+from icl.fileio import atomic_write
 from icl.interrupts import StopOnSignal
 from icl.resources import check_resources
-from icl.runstate import CONFIG_FILE, checkpoint_steps
+from icl.runstate import checkpoint_steps
 from icl.trackers import build_loggers
 
 
@@ -145,10 +145,7 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
     )
     for m, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
         if resume_from is not None:
-            for stale in (d / "checkpoints").glob("*" + TMP_SUFFIX):
-                stale.unlink()
-            save_config(cfg, d / CONFIG_FILE)
-            runs.record_resume(d, resume_from[m], start, changes[m])
+            runs.record_resume(cfg, d, resume_from[m], start, changes[m])
         (d / DIVERGED_FILE).unlink(missing_ok=True)
     names = ", ".join(d.name for d in run_dirs)
     print(f"ensemble of {len(run_dirs)} runs in {run_dirs[0].parent}: {names}", file=sys.stderr)

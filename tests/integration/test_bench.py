@@ -1,15 +1,18 @@
 """`icl bench` from the command line: a smoke run writes its table and JSON, with a FLOP count per
 step that the counted FLOPs of the model's own layers confirm; an unknown preset is refused; the
 ensemble part (`--ensemble`) measures each M against both solo baselines, and its side at M = 1
-trains as the solo side does."""
+trains as the solo side does; `--device` takes a torch device that exists here, and off the CPU
+refuses the CPU-only parts in one line."""
 
 import json
 
 import pytest
 import torch
+from support import check_one_line
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 import icl.bench.ensemble
+import icl.bench.run
 from icl.bench.cases import Case, batches, train_flops
 from icl.bench.sides import ensemble_side, member_configs, our_side, stacked_batches
 from icl.cli import main
@@ -69,14 +72,32 @@ def test_bench_cli_refuses_an_unknown_preset(capsys):
     assert "allowed: tiny, small, standard" in capsys.readouterr().err
 
 
+def test_bench_cli_refuses_an_unknown_device(tmp_path, capsys):
+    rc = main(["bench", "--ensemble", "--device", "nonsense", "--out", str(tmp_path)])
+    check_one_line(rc, capsys.readouterr().err, r"--device: got 'nonsense'.*allowed: cpu or an available accelerator")
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_bench_cli_off_the_cpu_refuses_the_cpu_only_parts(tmp_path, capsys, monkeypatch):
+    # No accelerator here: a device that parses stands in for one (the refusal comes first).
+    monkeypatch.setattr(icl.bench.run, "parse_device", lambda name: torch.device("meta"))
+    rc = main(["bench", "--ensemble", "--device", "meta", "--no-compile", "--out", str(tmp_path)])
+    check_one_line(rc, capsys.readouterr().err, r"CPU only; add --no-reference --no-loop --no-eval --no-bf16 \(")
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_bench_cli_ensemble_measures_each_member_count_against_both_baselines(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(icl.bench.ensemble, "MIN_PAIR_S", 0.3)  # baseline (b): a short run will do here
     args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]
     flags = ["--no-reference", "--no-compile", "--no-memory", "--no-loop", "--no-eval", "--no-bf16"]
-    assert main([*args, *flags, "--ensemble", "--members", "1,2", "--out", str(tmp_path)]) == 0
+    ensemble = ["--ensemble", "--members", "1,2", "--device", "cpu"]
+    assert main([*args, *flags, *ensemble, "--out", str(tmp_path)]) == 0
     assert "(b) 2 solo x 1 thread" in capsys.readouterr().out
     assert "| tiny@curriculum_start | ensemble | 2 |" in (tmp_path / "bench.md").read_text()
-    (rec,) = json.loads((tmp_path / "bench.json").read_text())["ensemble"]
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["environment"]["device"] == "cpu" and result["environment"]["device_name"]
+    (rec,) = result["ensemble"]
+    assert "device" not in rec["baselines"]["solo"]  # the CPU record as without --device
     assert rec["case"] == "tiny@curriculum_start"
     assert rec["baselines"]["solo"]["member_steps_per_s"] > 0
     assert rec["baselines"]["two_solo_1_thread"]["member_steps_per_s"] > 0

@@ -72,7 +72,7 @@ def rows(run_dir: Path) -> list[dict]:
 
 
 def test_each_member_follows_its_solo_run_and_writes_ordinary_checkpoints(tmp_path, capsys):
-    cfgs = configs(tmp_path, 200)
+    cfgs = configs(tmp_path, 200, extra=["eval.every=100", "eval.periodic_n_prompts=16"])
     dirs = new_runs(cfgs, tmp_path / "ensemble")
     assert set(train_ensemble(cfgs, dirs).values()) == {"trained"}
     for cfg, d in zip(cfgs, dirs, strict=True):
@@ -81,8 +81,15 @@ def test_each_member_follows_its_solo_run_and_writes_ordinary_checkpoints(tmp_pa
         runs.train(cfg, solo, evaluate=False)
         assert relative_difference(weights(d), weights(solo)) < 1e-5, cfg.name
         ens_rows, solo_rows = rows(d), rows(solo)
-        assert [r["step"] for r in ens_rows] == [r["step"] for r in solo_rows] == ["19", *map(str, range(39, 200, 20))]
+        assert [r["step"] for r in ens_rows] == [r["step"] for r in solo_rows]
+        assert [r["step"] for r in ens_rows if r["train/loss"]] == ["19", *map(str, range(39, 200, 20))]
         assert float(ens_rows[0]["train/loss"]) == pytest.approx(float(solo_rows[0]["train/loss"]), rel=1e-5)
+        # the periodic evaluation of the member at steps 100 and 200, as its solo run's
+        key = next(k for k in ens_rows[0] if k.startswith("eval/") and k.endswith("/model/mse@1"))
+        evals = [(r["step"], float(r[key])) for r in ens_rows if r[key]]
+        solo_evals = [(r["step"], float(r[key])) for r in solo_rows if r[key]]
+        assert [s for s, _ in evals] == ["100", "200"] == [s for s, _ in solo_evals]
+        assert [v for _, v in evals] == pytest.approx([v for _, v in solo_evals], rel=1e-4)
         ckpt = read_checkpoint(d)
         check_resumable(ckpt, d)  # what Lightning will be handed on a solo resume
         assert ckpt["icl_config"]["name"] == cfg.name and ckpt["global_step"] == 200
@@ -134,8 +141,9 @@ def test_a_killed_ensemble_resumes_to_the_uninterrupted_one(tmp_path, monkeypatc
     capsys.readouterr()
     assert main(["sweep", "s.yaml", "--dry-run"]) == 0  # the sweep plans them as one ensemble again
     assert capsys.readouterr().out.count("partial (ensemble of 3)") == 3
-    assert main(["sweep", "s.yaml", "--members", *names]) == 0  # what that plan runs, here in-process
+    assert main(["sweep", "s.yaml"]) == 0  # runs that plan: one child process
     assert "resumed at step 5" in (first / "resume.log").read_text()
+    assert "ensemble of 3 runs" in Path("runs/ens/logs/seed-0+2.log").read_text()
     (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace("name: ens", "name: fresh"))
     assert main(["sweep", "s.yaml", "--members", *names]) == 0
     for n in names:
@@ -187,6 +195,7 @@ def test_sweep_groups_points_of_one_shape_into_ensembles(tmp_path, monkeypatch, 
     assert "--members: got ['nope']; allowed: names of s.yaml's points" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a child process per run of the sweep: about 12 s
 def test_sweep_trains_an_ensemble_in_a_child_process(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_sweep(tmp_path, {"seed": {"values": [0, 1]}})
