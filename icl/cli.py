@@ -130,7 +130,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_records(records: dict, n_dims: int, out: Path) -> None:
+def _print_records(records: dict, n_dims: int, out: Path, written: str = "written to") -> None:
     for name, rec in records.items():
         curves = rec["curves"]
         ks = [k for k in (n_dims, 2 * n_dims) if k < len(rec["k"])] or [len(rec["k"]) - 1]
@@ -138,13 +138,14 @@ def _print_records(records: dict, n_dims: int, out: Path) -> None:
         label = {"mse": "MSE", "mse_over_d": "MSE/d"}[rec["convention"]]
         print(f"{name} ({label}): " + " | ".join(parts))
     if records:
-        print(f"evaluation written to {out} (summary.md, *.json, *.csv, *.png)")
+        print(f"evaluation {written} {out} (summary.md, *.json, *.csv, *.png)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from icl import outputs
     from icl.checkpoint.io import resolve_checkpoint
     from icl.checkpoint.load import load_model
+    from icl.evaluation.provenance import checkpoint_info
     from icl.evaluation.run import evaluate_suite
 
     if args.items:
@@ -164,8 +165,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         n_prompts=args.n_prompts,
         convention=args.convention,
         check_memory=True,
+        checkpoint=checkpoint_info(ckpt, model),
+        reuse=not args.recompute,
     )
-    _print_records(records, cfg.data.n_dims, out)
+    if records.reused:
+        print(f"{out} already holds this checkpoint's evaluation with these settings: reused (--recompute to redo it)")
+    _print_records(records, cfg.data.n_dims, out, "reused from" if records.reused else "written to")
     return 0
 
 
@@ -175,16 +180,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = sweeps.load_sweep(args.file)
     if args.point and args.members:
         raise ICLError("--point and --members: allowed: one of them")
+    extra = list(args.set or [])
+    if not (args.point or args.members):  # key=value after the file: overrides for every point
+        files, extra_items = _split_args(args.items)
+        if files:
+            raise ICLError(f"arguments {' '.join(files)}: allowed after the sweep file: key=value overrides")
+        extra += extra_items
+    bad = [item for item in extra if "=" not in item]
+    if bad:
+        raise ICLError(f"--set {bad[0]!r}: allowed: key=value, e.g. train.steps=100")
+    sweep.set_extra(extra)
     if args.point:
         files, overrides = _split_args(args.items)
         print(f"{sweep.name}: {sweeps.run_point(sweep, files, overrides)}", file=sys.stderr)
         return 0
     if args.members:
         return sweeps.run_members(sweep, args.items)
-    if args.items:
-        raise ICLError(
-            f"unrecognized arguments: {' '.join(args.items)} (only with --point or --members; see `icl sweep --help`)"
-        )
     if args.wandb:
         path = sweeps.register(sweep, args.project, args.entity)
         print(f"registered W&B sweep {path}; on each machine, from the repository root: wandb agent {path}")
@@ -231,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")
     e.add_argument("--out", help="output directory (default: RUN_DIR/eval/SUITE)")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    e.add_argument(
+        "--recompute",
+        action="store_true",
+        help="evaluate even where --out already holds this checkpoint's evaluation with the same settings",
+    )
     e.set_defaults(func=cmd_eval, items=[])
     b = sub.add_parser("bench", help="training throughput against the HuggingFace GPT-2 reference; docs/performance.md")
     b.add_argument(
@@ -282,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--members", action="store_true", help="train the named points as one ensemble: NAME ... (what auto starts)"
+    )
+    w.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an override for every point (repeatable; the same as KEY=VALUE after the file), e.g. "
+        "train.steps=10 out_dir=/tmp/smoke for a smoke run",
     )
     w.set_defaults(func=cmd_sweep, items=[])
     r = sub.add_parser("report", help="tables and plots (paper 1 Figs. 1-3, sweep tables) from a sweep's finished runs")

@@ -26,7 +26,7 @@ from typing import Any
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")  # lightning 2.6 vs torch 2.13
 
 import lightning as L  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -42,6 +42,7 @@ from icl.evaluation.periodic import PeriodicEval
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
 from icl.interrupts import StopOnSignal
+from icl.progress import progress_callbacks
 from icl.resources import check_resources, checkpoint_bytes
 from icl.runstate import CONFIG_FILE
 from icl.sampling import Sampler
@@ -270,8 +271,8 @@ def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> 
     callbacks: list[Any] = [stop, checkpoints, MetricsCommit()]
     if cfg.eval.every:
         callbacks.append(PeriodicEval(cfg))
-    if tcfg.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(50, tcfg.log_every))))
+    progress, bar = progress_callbacks(tcfg.progress_bar, tcfg.log_every)
+    callbacks += progress
     trainer = L.Trainer(
         max_steps=tcfg.steps,
         max_epochs=-1,
@@ -285,7 +286,7 @@ def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> 
         logger=build_loggers(tcfg, run_dir, cfg.name or run_dir.name, config, resume_step, keep_rows) or False,
         plugins=[AtomicCheckpointIO()],
         callbacks=callbacks,
-        enable_progress_bar=tcfg.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         default_root_dir=str(run_dir),
         num_sanity_val_steps=0,

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ import yaml
 
 from icl import runs, runstate
 from icl.checkpoint.load import load_model
-from icl.config import Config, load_config
+from icl.config import Config, load_config, parse_override
 from icl.ensemble.checkpoints import common_step
 from icl.ensemble.grouping import group
 from icl.ensemble.run import train_ensemble
 from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import atomic_write
+from icl.progress import duration
 from icl.yamlio import read_yaml
 
 ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
@@ -47,6 +48,7 @@ ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value
 WANDB_KEYS = ("program", "name", "description", "method", "metric", "parameters", "command", "project", "entity")
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # W&B's pattern for parameter names
 MAX_NAME = 100  # longer run names are cut and made unique by a hash of the values
+PROGRESS_EVERY_S = 60.0  # a console line per training point this often
 
 
 @dataclass
@@ -69,6 +71,17 @@ class Sweep:
     command: list[str]
     base: list[str]  # the YAML configs every point starts from (from the command)
     spec: dict[str, Any]  # the file as W&B receives it
+    extra: list[str] = field(default_factory=list)  # key=value for every point (`icl sweep FILE key=value`)
+
+    def set_extra(self, overrides: list[str]) -> None:
+        """``key=value`` overrides applied to every point after its own values (not to swept keys)."""
+        for item in overrides:
+            key = parse_override(item)[0]
+            if key in self.parameters:
+                raise ICLError(
+                    f"override {item!r}: {key} is a parameter of {self.path}; allowed: keys the sweep does not vary"
+                )
+        self.extra = list(overrides)
 
     def run_name(self, values: dict[str, Any]) -> str:
         """Deterministic name from the swept (multi-valued) parameters, in file order."""
@@ -92,7 +105,7 @@ class Sweep:
 
     def config(self, point: Point) -> Config:
         try:
-            return load_config(self.base, [*point.overrides, f"name={point.name}"])
+            return load_config(self.base, [*point.overrides, *self.extra, f"name={point.name}"])
         except ICLError as e:
             raise ICLError(f"{self.path}: point {point.name}: {e}") from None
 
@@ -265,9 +278,19 @@ def run_point(sweep: Sweep, files: list[str], overrides: list[str]) -> str:
 
 
 def _write_manifest(sweep: Sweep, sweep_dir: Path) -> None:
-    """A copy of the sweep file beside its runs, for `icl report` and for people."""
+    """A copy of the sweep file beside its runs, for `icl report` and for people. A different
+    file stored there before (another file with the same ``name``, or an edited one) is kept as
+    sweep.prev.yaml, with a warning."""
     target = sweep_dir / "sweep.yaml"
     text = sweep.path.read_text()
+    if target.is_file() and target.read_text() != text:
+        previous = sweep_dir / "sweep.prev.yaml"
+        atomic_write(previous, target.read_text())
+        print(
+            f"icl: warning: {target} held another sweep file than {sweep.path} (same name: {sweep.name}); "
+            f"replaced, the previous one kept as {previous}",
+            file=sys.stderr,
+        )
     if not target.is_file() or target.read_text() != text:
         atomic_write(target, text)
 
@@ -383,6 +406,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
     # N processes share the cores; without a cap each would start one thread per core.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     running: dict[subprocess.Popen, tuple[list, Path, float, Any]] = {}
+    progress = _Progress()
     try:
         while units or running:
             while units and len(running) < workers:
@@ -401,6 +425,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
                 for t in unit:
                     print(f"{t[0]}: {what} (log: {log_path})", flush=True)
             time.sleep(0.2)
+            progress.report([t for unit, *_ in running.values() for t in unit])
             for proc in [p for p in running if p.poll() is not None]:
                 unit, log_path, t0, log = running.pop(proc)
                 log.close()
@@ -429,11 +454,50 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
     return 0
 
 
+class _Progress:
+    """Every PROGRESS_EVERY_S seconds, a console line per training point: its step (from the newest
+    row of its metrics.csv), of train.steps, and the time left at its rate since first seen."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.seen: dict[Path, tuple[float, int]] = {}
+
+    def report(self, points: list[Todo]) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        for tag, _, run_dir, _, cfg in points:
+            step = logged_steps(run_dir)
+            if step is None:
+                continue
+            t0, step0 = self.seen.setdefault(run_dir, (now, step))
+            rate = (step - step0) / (now - t0) if now > t0 else 0.0
+            eta = f", ETA {duration((cfg.train.steps - step) / rate)}" if rate > 0 else ""
+            print(f"{tag}: step {step}/{cfg.train.steps}{eta}", flush=True)
+
+
+def logged_steps(run_dir: Path) -> int | None:
+    """Steps a run has trained as its metrics.csv says (rows are logged after step + 1 steps)."""
+    try:
+        with (run_dir / "metrics.csv").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    head = lines[-1].split(",", 1)[0] if lines else ""
+    return int(head) + 1 if head.isdigit() else None
+
+
 def _unit_argv(sweep: Sweep, unit: list) -> list[str]:
-    """The command of a unit: the sweep's own command for one point, --members for an ensemble."""
+    """The command of a unit: the sweep's own command for one point, --members for an ensemble;
+    then the sweep's command-line overrides."""
     if len(unit) == 1:
-        return agent_argv(sweep, unit[0][1].values)
-    return ["icl", "sweep", str(sweep.path), "--members", *(t[1].name for t in unit)]
+        argv = agent_argv(sweep, unit[0][1].values)
+    else:
+        argv = ["icl", "sweep", str(sweep.path), "--members", *(t[1].name for t in unit)]
+    return argv + [a for item in sweep.extra for a in ("--set", item)]
 
 
 def _shell(arg: str) -> str:
@@ -450,6 +514,11 @@ def _last_line(path: Path) -> str:
 
 def register(sweep: Sweep, project: str | None, entity: str | None) -> str:
     """Create the sweep on W&B (needs a login and the network); returns ``entity/project/id``."""
+    if sweep.extra:
+        raise ICLError(
+            f"--wandb with overrides {' '.join(sweep.extra)}: W&B runs the sweep file's own command; "
+            "allowed: put them in the sweep file or a base config"
+        )
     cfg = check(sweep)[0]
     project = project or cfg.train.wandb.project
     entity = entity or cfg.train.wandb.entity

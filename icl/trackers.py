@@ -134,7 +134,8 @@ def build_loggers(
         if kind == "csv":
             loggers.append(CSVMetrics(run_dir, resume_step, keep_rows))
         elif kind == "tensorboard":
-            tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+            # no placeholder hp_metric = -1 beside the config
+            tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
             # The resolved config, under TensorBoard's HPARAMS tab, which takes scalars and strings only.
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
             tb.log_hyperparams(hparams)
@@ -163,7 +164,7 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
     else:
         run_id = uuid.uuid4().hex[:8]
         atomic_write(id_file, run_id)
-    return WandbLogger(
+    logger = WandbLogger(
         name=run_name,
         project=wcfg.project,
         entity=wcfg.entity,
@@ -176,3 +177,6 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
         config=config,
         reinit="create_new",  # an ensemble's members are runs of one process, each its own
     )
+    # Lightning passes anonymous=None, which wandb answers with a deprecation warning on every run
+    logger._wandb_init.pop("anonymous", None)
+    return logger

@@ -10,7 +10,7 @@ from typing import Any
 from icl.errors import ICLError
 
 OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("constant", "warmup_rsqrt")
+SCHEDULES = ("constant", "warmup_rsqrt", "warmup_cosine")
 LOGGERS = ("csv", "tensorboard", "wandb")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
@@ -47,8 +47,11 @@ class TrainConfig:
     sampling: str = "auto"
     # constant: linear warm-up over warmup_steps (0 = none), then lr (paper 2: 1e-4, no warm-up).
     # warmup_rsqrt: linear warm-up, then lr * sqrt(warmup_steps / step) (paper 1).
+    # warmup_cosine: linear warm-up, then a cosine from lr down to lr * final_lr_fraction at
+    # train.steps.
     schedule: str = "constant"
     warmup_steps: int = 0
+    final_lr_fraction: float = 0.0  # warmup_cosine: the lr at train.steps, as a fraction of lr
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     precision: str = "32-true"  # bf16-mixed: bf16 autocast (CUDA, or CPUs with bf16 support)
     accelerator: str = "auto"  # auto | cpu | gpu | ...: passed to Lightning
@@ -63,6 +66,10 @@ class TrainConfig:
     # A NaN/Inf loss or gradient: stop (error naming the step; checkpoints keep the last good
     # state) or skip (no update for that step, counted in train/skipped_steps).
     nonfinite: str = "stop"
+
+    def lr_factor(self, step: int) -> float:
+        """This config's multiplier of train.lr at optimiser step ``step`` (0-based)."""
+        return lr_factor(step, self.schedule, self.warmup_steps, self.steps, self.final_lr_fraction)
 
     def check(self) -> None:
         if self.steps < 1:
@@ -81,6 +88,13 @@ class TrainConfig:
         if self.schedule == "warmup_rsqrt" and self.warmup_steps < 1:
             raise ICLError(
                 f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 1 with schedule warmup_rsqrt"
+            )
+        if not 0 <= self.final_lr_fraction <= 1:
+            raise ICLError(f"train.final_lr_fraction: got {self.final_lr_fraction}; allowed: a number in [0, 1]")
+        if self.schedule == "warmup_cosine" and self.warmup_steps >= self.steps:
+            raise ICLError(
+                f"train.warmup_steps: got {self.warmup_steps}; allowed: fewer than train.steps ({self.steps}) with "
+                "schedule warmup_cosine"
             )
         if self.warmup_steps < 0:
             raise ICLError(f"train.warmup_steps: got {self.warmup_steps}; allowed: an integer >= 0")
@@ -105,10 +119,16 @@ class TrainConfig:
             raise ICLError(f"train.wandb.mode: got {self.wandb.mode!r}; allowed: {', '.join(WANDB_MODES)}")
 
 
-def lr_factor(step: int, schedule: str, warmup_steps: int) -> float:
-    """Multiplier of the base learning rate at optimiser step ``step`` (0-based)."""
+def lr_factor(
+    step: int, schedule: str, warmup_steps: int, total_steps: int = 0, final_fraction: float = 0.0
+) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (0-based); ``total_steps``
+    and ``final_fraction`` shape warmup_cosine's decay (train.steps, train.final_lr_fraction)."""
     s = step + 1
     warm = min(1.0, s / warmup_steps) if warmup_steps > 0 else 1.0
-    if schedule == "warmup_rsqrt" and s > warmup_steps:
+    if s <= warmup_steps or schedule == "constant":
+        return warm
+    if schedule == "warmup_rsqrt":
         return math.sqrt(warmup_steps / s)
-    return warm
+    progress = min(1.0, (s - warmup_steps) / max(1, total_steps - warmup_steps))  # warmup_cosine
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -21,6 +21,7 @@ MEMBER_KEYS = (
     "train.lr",
     "train.schedule",
     "train.warmup_steps",
+    "train.final_lr_fraction",
     "train.weight_decay",
     "train.grad_clip",
     "train.loggers",

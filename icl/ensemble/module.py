@@ -25,7 +25,6 @@ from icl.rng import Stream, derive_seed
 from icl.sampling import Sampler
 from icl.speed import keep_freed_memory
 from icl.trackers import CSVMetrics
-from icl.train_config import lr_factor
 from icl.training.loss import prefix_losses
 from icl.training.module import build_optimizer, metrics_row
 
@@ -174,7 +173,7 @@ class EnsembleModule(L.LightningModule):
             solo_group=solo_group,
         )
         # Plain functions, so the scheduler's state records None for each (as a solo run's does).
-        factors = [lambda s, t=c.train: lr_factor(s, t.schedule, t.warmup_steps) for c in self.cfgs]
+        factors = [lambda s, t=c.train: t.lr_factor(s) for c in self.cfgs]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factors)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -223,7 +222,7 @@ class EnsembleModule(L.LightningModule):
         (sched,) = checkpoint["lr_schedulers"]
         for m, cfg in enumerate(self.cfgs):
             t = cfg.train
-            lr = t.lr * lr_factor(step, t.schedule, t.warmup_steps)
+            lr = t.lr * t.lr_factor(step)
             (group,) = opt["members"][m]["param_groups"]
             group.update(lr=lr, initial_lr=t.lr, weight_decay=t.weight_decay)
             sched["base_lrs"][m] = t.lr

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 
 from icl import runs, runstate
 from icl.checkpoint.io import LAST, read_checkpoint
@@ -25,6 +26,7 @@ from icl.evaluation.periodic import PeriodicEval
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import atomic_write
 from icl.interrupts import StopOnSignal
+from icl.progress import progress_callbacks
 from icl.resources import check_resources
 from icl.runstate import checkpoint_steps
 from icl.trackers import build_loggers
@@ -125,8 +127,8 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
     callbacks: list[Any] = [stop, checkpoints]
     if cfgs[0].eval.every:
         callbacks.append(MembersPeriodicEval(cfgs))
-    if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=max(1, min(50, t.log_every))))
+    progress, bar = progress_callbacks(t.progress_bar, t.log_every)
+    callbacks += progress
     trainer = L.Trainer(
         max_steps=t.steps,
         max_epochs=-1,
@@ -137,7 +139,7 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
         logger=False,
         plugins=[MemberCheckpointIO(run_dirs, resume_from)],
         callbacks=callbacks,
-        enable_progress_bar=t.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         default_root_dir=str(run_dirs[0]),
         num_sanity_val_steps=0,
@@ -164,6 +166,8 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
         for loggers in module.member_loggers:
             for lg in loggers:
                 lg.finalize("success")
+                if isinstance(lg, WandbLogger):  # the members' runs share this process: end each one
+                    lg.experiment.finish()
     outcome = {}
     for m, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
         if m in module.diverged:

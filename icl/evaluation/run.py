@@ -1,6 +1,8 @@
 """Evaluating a model on a suite: builds the predictors (model and baselines), runs every
 scenario's error curves, and writes curves, sweep tables, 1-D prediction sweeps and a summary.
-Results appear only when complete: written to ``<out>.partial``, then renamed (icl/outputs.py)."""
+Results appear only when complete: written to ``<out>.partial``, then renamed (icl/outputs.py).
+Every record names the checkpoint and settings that produced it; an output directory that already
+holds this checkpoint's evaluation with these settings is reused instead of recomputed."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from icl.config import Config
 from icl.errors import ICLError
 from icl.eval_config import MAX_PROMPTS
 from icl.evaluation.curves import error_curves
+from icl.evaluation.gap import DEFINITION, fmt_gap
 from icl.evaluation.ks import interesting_ks
+from icl.evaluation.provenance import describe, infer_checkpoint, matches, read_record, settings
 from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
 from icl.fileio import atomic_write
@@ -27,6 +31,12 @@ from icl.rng import Domain
 from icl.sampling import PretrainMixture, Sampler
 
 OUT_FLAG = "--out"  # how messages about the output directory name it (`icl eval --out`, default RUN/eval/SUITE)
+
+
+class SuiteRecords(dict):
+    """{scenario name: JSON record}; ``reused``: read from an earlier evaluation, not recomputed."""
+
+    reused = False
 
 
 def table_k(cfg: Config, n_points: int) -> int:
@@ -132,11 +142,16 @@ def evaluate_suite(
     n_prompts: int | None = None,
     convention: str = "mse",
     check_memory: bool = False,
-) -> dict[str, Any]:
+    checkpoint: dict[str, Any] | None = None,
+    reuse: bool = True,
+) -> SuiteRecords:
     """Evaluate ``model`` (an ICLTransformer trained with ``cfg``) on ``suite``; write to
     ``out_dir``; return {scenario name: JSON record}. ``check_memory``: refuse, before any work, an
     evaluation whose estimated memory exceeds what this machine has (off for the end-of-training
-    evaluation, which the run's pre-flight estimate already includes)."""
+    evaluation, which the run's pre-flight estimate already includes). ``checkpoint``: the model's
+    ``provenance.checkpoint_info`` (default: inferred, icl.evaluation.provenance.infer_checkpoint).
+    ``reuse``: where ``out_dir`` already holds every scenario of this checkpoint with these settings
+    (and no checkpoint:PATH baseline), return those records (``.reused``) and write nothing."""
     out_dir = Path(out_dir)
     # Before any work: the CLI checks too, but training and sweeps call this directly.
     outputs.check_replaceable(out_dir, outputs.EVAL, OUT_FLAG)
@@ -163,12 +178,31 @@ def evaluate_suite(
         n = sc.n_points or cfg.data.n_points
         if n > cfg.model.max_points:
             raise ICLError(f"scenario {sc.name}: {n} points; the model takes at most {cfg.model.max_points}")
+    checkpoint = checkpoint if checkpoint is not None else infer_checkpoint(model, out_dir)
+    wanted = {sc.name: scenario_settings(sc, cfg, suite, n_prompts, names, convention) for sc in scenarios}
+    # A checkpoint:PATH baseline's file may have changed since: such an evaluation is never reused.
+    reuse = reuse and not any(n.partition(":")[0] == "checkpoint" for n in names)
+    cached = current_suite(out_dir, checkpoint, wanted) if reuse else None
+    if cached is not None:
+        return cached
     device = next(model.parameters()).device
     model.eval()
     partial = outputs.begin(out_dir, outputs.EVAL)
     try:
         records = _run_scenarios(
-            model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite
+            model,
+            cfg,
+            sampler,
+            scenarios,
+            names,
+            built,
+            n_prompts,
+            convention,
+            device,
+            partial,
+            suite,
+            checkpoint,
+            wanted,
         )
     except BaseException:
         outputs.discard(partial)  # never leave a partial result behind
@@ -177,8 +211,42 @@ def evaluate_suite(
     return records
 
 
-def _run_scenarios(model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite):
-    records: dict[str, Any] = {}
+def scenario_settings(
+    sc: Scenario, cfg: Config, suite: str, n_prompts: int, baselines: list[str], convention: str
+) -> dict[str, Any]:
+    """The settings a scenario's record is reused for (provenance.settings)."""
+    definition = {"title": sc.title, "n_points": sc.n_points or cfg.data.n_points, "query": sc.query}
+    return settings(
+        suite=suite,
+        scenario=sc.name,
+        n_prompts=n_prompts,
+        seed=cfg.eval.seed,
+        baselines=baselines,
+        convention=convention,
+        definition=definition,
+    )
+
+
+def current_suite(out_dir: Path, checkpoint: dict[str, Any], wanted: dict[str, dict[str, Any]]) -> SuiteRecords | None:
+    """The records in ``out_dir`` when it is a complete evaluation (summary.md) of exactly the
+    scenarios ``wanted`` (name -> settings), each from ``checkpoint`` with its settings; else None."""
+    out_dir = Path(out_dir)
+    if not (out_dir / "summary.md").is_file() or {p.stem for p in out_dir.glob("*.json")} != set(wanted):
+        return None
+    records = SuiteRecords()
+    for name, want in wanted.items():
+        record = read_record(out_dir / f"{name}.json")
+        if record is None or not matches(record, checkpoint, want):
+            return None
+        records[name] = record
+    records.reused = True
+    return records
+
+
+def _run_scenarios(
+    model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite, checkpoint, wanted
+):
+    records = SuiteRecords()
     notes: list[str] = []
     with torch.no_grad():
         for sc in scenarios:
@@ -200,11 +268,13 @@ def _run_scenarios(model, cfg, sampler, scenarios, names, built, n_prompts, conv
                 sc.title,
                 convention,
                 extra={"group": sc.group, "value": sc.value, "query": sc.query},
+                checkpoint=checkpoint,
+                settings=wanted[sc.name],
             )
             if cfg.data.n_dims == 1 and sc.query is None:
                 prediction_sweep(predictors, sampler, sc, cfg, partial / f"{sc.name}.sweep.png", device)
     tables = write_tables(records, scenarios, cfg, partial)
-    write_summary(records, tables, notes, cfg, suite, convention, n_prompts, partial)
+    write_summary(records, tables, notes, cfg, suite, convention, n_prompts, partial, checkpoint)
     return records
 
 
@@ -264,14 +334,20 @@ def write_tables(records: dict[str, Any], scenarios: list[Scenario], cfg: Config
     return tables
 
 
-def write_summary(records, tables, notes, cfg: Config, suite: str, convention: str, n_prompts: int, out: Path) -> None:
+def write_summary(
+    records, tables, notes, cfg: Config, suite: str, convention: str, n_prompts: int, out: Path, checkpoint=None
+) -> None:
     lines = [
         f"# Evaluation: suite `{suite}`",
+        "",
+        f"Checkpoint: {describe(checkpoint)}." if checkpoint else "Checkpoint: not recorded.",
         "",
         f"Error convention: {CONVENTIONS[convention]}. {n_prompts} prompts per scenario, evaluation seed "
         f"{cfg.eval.seed}; intervals are 90% percentile bootstraps over prompts.",
         "",
     ]
+    if any("gap_closed" in rec for rec in records.values()):
+        lines += [f"Gap closed: {DEFINITION}; shown as point [90% bootstrap interval], - where undefined.", ""]
     lines += [t for t in tables.values()]
     for name, rec in records.items():
         n = len(rec["k"])
@@ -286,6 +362,10 @@ def write_summary(records, tables, notes, cfg: Config, suite: str, convention: s
         lines += ["", "| predictor | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for pred, stats in rec["curves"].items():
             lines.append(f"| {pred} | " + " | ".join(f"{stats['mean'][k]:.4f}" for k in ks) + " |")
+        if rec.get("gap_closed"):
+            lines += ["", "| gap closed | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+            for pred, stats in rec["gap_closed"].items():
+                lines.append(f"| {pred} | " + " | ".join(fmt_gap(stats, k) for k in ks) + " |")
         lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes]

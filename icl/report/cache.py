@@ -1,16 +1,18 @@
 """The evaluations a report reads, cached in each run: error curves of the run's model on every eval
-class (RUN/eval/report_classes/, recomputed when the prompt count differs) and whole eval suites
-(RUN/eval/SUITE/, run when the run lacks them)."""
+class (RUN/eval/report_classes/) and whole eval suites (RUN/eval/SUITE/). A cached evaluation is
+reused only when it records the run's newest checkpoint (path, step, weights hash) and the settings
+asked for (icl.evaluation.provenance); otherwise it is recomputed and overwritten."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from icl.evaluation.curves import error_curves
+from icl.evaluation.provenance import SETTINGS, matches, read_record, settings
 from icl.evaluation.report import write_curves
-from icl.evaluation.run import build_baselines, build_predictors, evaluate_suite
+from icl.evaluation.run import build_baselines, build_predictors, current_suite, evaluate_suite, scenario_settings
+from icl.evaluation.scenarios import build_suite
 from icl.evaluation.scenarios.base import Scenario, slug
 from icl.report.runs import Run, class_label
 from icl.sampling import PretrainMixture, Sampler
@@ -57,14 +59,26 @@ def class_mixture(spec: dict[str, Any], d: int) -> PretrainMixture:
     return PretrainMixture.from_config([{**spec, "weight": 1.0}], d)
 
 
+def class_settings(run: Run, cls: EvalClass, n_prompts: int) -> dict[str, Any]:
+    return settings(
+        suite=None,
+        scenario=cls.name,
+        n_prompts=n_prompts,
+        seed=run.cfg.eval.seed,
+        baselines=REFERENCES,
+        convention="mse",
+        definition=cls.spec,
+    )
+
+
 def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: list[str]) -> dict[str, Any]:
     """Error curves of the run's model (and the references) on one class, cached in the run."""
     out = run.path / "eval" / CLASSES_DIR
-    cached = out / f"{cls.name}.json"
-    if cached.is_file():
-        record = json.loads(cached.read_text())
-        if record.get("n_prompts") == n_prompts:
-            return record
+    checkpoint, wanted = run.checkpoint(device), class_settings(run, cls, n_prompts)
+    record = read_record(out / f"{cls.name}.json")
+    if record is not None and matches(record, checkpoint, wanted):
+        notes += [n for n in record.get("notes", []) if n not in notes]
+        return record
     cfg, d = run.cfg, run.cfg.data.n_dims
     sampler = Sampler(cfg.data, cfg.eval.seed)
     scenario = Scenario(cls.name, cls.title, class_mixture(cls.spec, d))
@@ -74,12 +88,31 @@ def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: l
     )
     notes += [n for n in local if n not in notes]
     result = error_curves(predictors, sampler, n_prompts, mixture=scenario.mixture, device=device)
-    return write_curves(result, out, cls.name, f"{run.label}: {cls.title}")
+    return write_curves(
+        result,
+        out,
+        cls.name,
+        f"{run.label}: {cls.title}",
+        extra={"notes": local},
+        checkpoint=checkpoint,
+        settings=wanted,
+    )
 
 
 def suite_records(run: Run, suite: str, n_prompts: int, device: str, baselines: list[str]) -> dict[str, dict[str, Any]]:
-    """The run's eval/<suite> records, running the suite (with ``baselines``) if the run lacks it."""
+    """The run's eval/<suite> records (raw MSE, ``n_prompts`` prompts, at least ``baselines``: an
+    `icl eval` with more baselines is reused), evaluated anew unless they record the run's newest
+    checkpoint and these settings."""
     out = run.path / "eval" / suite
-    if not (out / "summary.md").is_file():
-        evaluate_suite(run.model(device), run.cfg, suite, out, baselines=baselines, n_prompts=n_prompts)
-    return {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    checkpoint = run.checkpoint(device)
+    scenarios = build_suite(suite, run.cfg, Sampler(run.cfg.data, run.cfg.eval.seed).mixture)
+    have = (read_record(out / f"{scenarios[0].name}.json") or {}).get(SETTINGS) or {}
+    names = have.get("baselines") if set(baselines) <= set(have.get("baselines") or []) else baselines
+    wanted = {sc.name: scenario_settings(sc, run.cfg, suite, n_prompts, names, "mse") for sc in scenarios}
+    records = current_suite(out, checkpoint, wanted)
+    if records is None:
+        model = run.model(device)
+        records = evaluate_suite(
+            model, run.cfg, suite, out, baselines=baselines, n_prompts=n_prompts, checkpoint=checkpoint, reuse=False
+        )
+    return dict(records)

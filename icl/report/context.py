@@ -46,6 +46,15 @@ class Report:
         """{predictor: {mean, ci_low, ci_high}} of ``run`` on ``cls``."""
         return self.records[run.path.name][cls.name]["curves"]
 
+    def gap_closed(self, run: Run, cls: EvalClass) -> dict[str, list[float | None]] | None:
+        """{mean, ci_low, ci_high} per k (None where undefined) of ``run``'s model on ``cls``: the fraction
+        of the least-squares-to-Bayes gap it closes; None where Bayes does not exist for the class."""
+        return self.records[run.path.name][cls.name].get("gap_closed", {}).get("model")
+
+    def checkpoint(self, run: Run) -> dict[str, Any]:
+        """{path, global_step, sha256} of the checkpoint every number of ``run`` comes from."""
+        return run.checkpoint(self.device)
+
     def suite(self, name: str, baselines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """Run directory name -> scenario name -> record of eval suite ``name``, evaluated where a run lacks it."""
         return {r.path.name: suite_records(r, name, self.n_prompts, self.device, baselines) for r in self.runs}

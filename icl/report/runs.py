@@ -11,6 +11,7 @@ from typing import Any
 from icl.checkpoint.load import load_model
 from icl.config import Config, flatten, load_config, to_dict
 from icl.errors import ICLError
+from icl.evaluation.provenance import checkpoint_info
 from icl.runstate import newest_checkpoint, run_state
 
 # Keys that say where or how a run was logged or evaluated, not what was trained: never in a label.
@@ -23,11 +24,20 @@ class Run:
     cfg: Config
     label: str = ""
     _model: Any = None
+    _checkpoint: dict[str, Any] | None = None
 
     def model(self, device: str):
+        """The model of the run's newest checkpoint, loaded on first use."""
         if self._model is None:
-            self._model, _ = load_model(newest_checkpoint(self.path)[1], device)
+            step, path = newest_checkpoint(self.path)
+            self._model, _ = load_model(path, device)
+            self._checkpoint = checkpoint_info(path, self._model, step)
         return self._model
+
+    def checkpoint(self, device: str) -> dict[str, Any]:
+        """{path, global_step, sha256} of the checkpoint ``model`` loads (icl.evaluation.provenance)."""
+        self.model(device)
+        return self._checkpoint
 
     @property
     def active(self) -> list[Any]:

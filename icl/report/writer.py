@@ -10,10 +10,10 @@ from icl.evaluation.run import table_k
 from icl.fileio import atomic_write
 from icl.report.context import Report
 from icl.report.runs import collect_runs
-from icl.report.sections import fig1, fig2, fig3, gaps, sinusoid, training
+from icl.report.sections import fig1, fig2, fig3, gap_closed, gaps, sinusoid, training
 from icl.resources import check_evaluation
 
-SECTIONS = (training, fig1, fig2, gaps, fig3, sinusoid)  # in report order
+SECTIONS = (training, fig1, fig2, gap_closed, gaps, fig3, sinusoid)  # in report order
 
 
 def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None = None, device: str = "cpu") -> Path:
@@ -34,7 +34,9 @@ def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None
             f"# Report: {sweep_dir}\n\n{len(runs)} finished runs; raw MSE (paper 1's convention: unit-variance "
             f"functions, the zero predictor scores about 1) on {n_prompts} prompts per class, evaluation seed "
             f"{cfg.eval.seed}, d = {d}, k = {k} in tables (eval.table_k). References (least squares, Bayes-optimal "
-            "for the class) come from the first run's evaluation; every run sees the same prompts.\n"
+            "for the class) come from the first run's evaluation; every run sees the same prompts. Each run is "
+            "evaluated at its newest checkpoint (runs table); evaluations cached in a run are reused only when "
+            "they record that checkpoint (step and weights hash) and these settings.\n"
         ]
         parts += [section.write(report) for section in SECTIONS if section.applies(runs)]
         if notes:

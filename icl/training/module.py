@@ -17,7 +17,6 @@ from icl.model import ICLTransformer
 from icl.rng import Stream, derive_seed
 from icl.sampling import Sampler
 from icl.speed import FlatAdam, FlatAdamW, keep_freed_memory
-from icl.train_config import lr_factor
 from icl.training.loss import prefix_losses
 from icl.training.stream import StepStream
 
@@ -169,7 +168,7 @@ class ICLModule(L.LightningModule):
         # Lightning calls this after moving the model to its device and dtype, where the flat
         # optimiser allocates its buffers.
         opt = build_optimizer(self.model.parameters(), tcfg)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg.schedule, tcfg.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: tcfg.lr_factor(s))  # a function: state None
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def train_dataloader(self) -> DataLoader:
@@ -221,7 +220,7 @@ class ICLModule(L.LightningModule):
         computes), so an ordinary resume stays exact."""
         t = self.cfg.train
         step = int(checkpoint["global_step"])
-        lr = t.lr * lr_factor(step, t.schedule, t.warmup_steps)
+        lr = t.lr * t.lr_factor(step)
         for state in checkpoint.get("optimizer_states", []):
             for group in state["param_groups"]:
                 group.update(lr=lr, initial_lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)

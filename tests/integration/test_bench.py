@@ -86,6 +86,7 @@ def test_bench_cli_off_the_cpu_refuses_the_cpu_only_parts(tmp_path, capsys, monk
     assert not (tmp_path / "bench.json").exists()
 
 
+@pytest.mark.slow  # spawns the two single-thread solo processes of baseline (b): about 7 s
 def test_bench_cli_ensemble_measures_each_member_count_against_both_baselines(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(icl.bench.ensemble, "MIN_PAIR_S", 0.3)  # baseline (b): a short run will do here
     args = ["bench", "--presets", "tiny", "--shapes", "curriculum_start", "--repeats", "1", "--target-s", "0.01"]

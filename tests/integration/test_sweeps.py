@@ -31,6 +31,7 @@ GRID = {
     "repro_dense_sparse": 5,
     "repro_linear_sinusoid": 3,
     "repro_model_size": 3,
+    "search_mixture_stage1": 4,
 }
 TINY_BASE = {
     "data": {"n_dims": 3, "n_points": 6, "batch_size": 8},
@@ -281,3 +282,46 @@ def test_locked_and_diverged_points_are_not_trained(tmp_path, monkeypatch, capsy
         holder.kill()
         holder.wait()
     assert runstate.lock_holder(busy) is None  # the OS released the killed holder's lock
+
+
+def test_command_line_overrides_reach_every_point_and_child(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_sweep("over", {"seed": {"values": [0, 1]}})
+    assert main(["sweep", "s.yaml", "--dry-run", "train.steps=3", "out_dir=smoke"]) == 0
+    assert "--set train.steps=3 --set out_dir=smoke" in capsys.readouterr().out  # in the children's commands
+    assert main(["sweep", "s.yaml", "seed=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "seed is a parameter of s.yaml" in err[0]
+    names = [p.name for p in sweeps.load_sweep("s.yaml").points()]
+    # what the child of that plan runs, here in-process
+    assert main(["sweep", "s.yaml", "--members", *names, "--set", "train.steps=3", "--set", "out_dir=smoke"]) == 0
+    assert all(runstate.run_state(Path("smoke/over") / n, 3) == "done" for n in names)
+    assert not Path("runs").exists()
+
+
+def test_another_sweep_file_under_the_same_name_is_kept_with_a_warning(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write_sweep("same", {"seed": {"values": [0, 1]}})
+    sweeps._write_manifest(sweeps.load_sweep("s.yaml"), Path("runs/same"))
+    first = Path("runs/same/sweep.yaml").read_text()
+    write_sweep("same", {"seed": {"values": [0, 1, 2]}})
+    sweeps._write_manifest(sweeps.load_sweep("s.yaml"), Path("runs/same"))
+    assert "held another sweep file than s.yaml" in capsys.readouterr().err
+    assert Path("runs/same/sweep.prev.yaml").read_text() == first
+    assert Path("runs/same/sweep.yaml").read_text() == Path("s.yaml").read_text()
+
+
+def test_training_away_from_a_terminal_prints_plain_progress_lines(tmp_path, capsys):
+    from icl.config import load_config
+    from icl.runs import prepare_new_run, train
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(TINY_BASE))
+    cfg = load_config([tmp_path / "base.yaml"], ["train.steps=12", "train.progress_bar=true"])
+    run_dir = tmp_path / "run"
+    prepare_new_run(cfg, run_dir, overwrite=False)
+    train(cfg, run_dir, evaluate=False)
+    err = capsys.readouterr().err
+    assert "\r" not in err  # no progress-bar redraws in a log file
+    assert "step 12/12 (100%), train/loss " in err and " steps/s" in err
+    assert sweeps.logged_steps(run_dir) == 12  # what the sweep console reads for its progress lines
+    assert sweeps.logged_steps(tmp_path / "nothing") is None

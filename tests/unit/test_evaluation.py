@@ -1,7 +1,6 @@
 """Evaluation: scenarios build, query shifts do what they say, curves are reproducible and
 their bootstrap intervals contain the mean."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -159,3 +158,52 @@ def test_checkpoint_labels_are_unique_per_file_or_refused(tmp_path):
         checkpoint_labels([""])
 
 
+@pytest.fixture(scope="module")
+def gap_errors():
+    """Squared errors of least squares, the Bayes predictor and their 50/50 blend on sparse data
+    (nnz 1, d = 4), where Bayes is far better than least squares below k = d."""
+    from icl.baselines import BASELINES
+
+    cfg = load_config([], ["data.n_dims=4", "data.n_points=8"])
+    sampler = Sampler(cfg.data, 0)
+    mixture = single("sparse_linear", {"nnz": 1})
+    ls = build_baseline("least_squares").predict
+    bayes = BASELINES["bayes"].for_scenario(mixture, sampler.mixture).predict
+    preds = {"least_squares": ls, "bayes": bayes, "blend": lambda xs, ys: 0.5 * (ls(xs, ys) + bayes(xs, ys))}
+    return error_curves(preds, sampler, 300, mixture=mixture).sq_errors
+
+
+def test_gap_closed_is_zero_for_least_squares_one_for_bayes_and_between_for_a_blend(gap_errors):
+    from icl.evaluation.gap import gap_closed, gap_closed_all
+
+    ls, bayes, blend = (gap_errors[k] for k in ("least_squares", "bayes", "blend"))
+    k = 2
+    assert ls[:, k].mean() - bayes[:, k].mean() > 0.2  # a large gap: the metric is defined there
+    for err, expected in ((ls, 0.0), (bayes, 1.0)):
+        g = gap_closed(err, ls, bayes)
+        assert g["mean"][k] == pytest.approx(expected, abs=1e-12)
+    g = gap_closed(blend, ls, bayes)
+    assert 0.0 < g["mean"][k] < 1.0
+    for stats in (gap_closed(e, ls, bayes) for e in (ls, bayes, blend)):
+        for m, lo, hi in zip(stats["mean"], stats["ci_low"], stats["ci_high"], strict=True):
+            assert (m is None) == (lo is None) == (hi is None)
+            if m is not None:
+                assert lo - 1e-12 <= m <= hi + 1e-12
+    assert g["ci_low"][k] < g["mean"][k] < g["ci_high"][k]  # a blend's errors vary: a real interval
+    # Undefined where least squares and Bayes agree: k = 0 (both predict 0) and k >= d (both exact).
+    assert g["mean"][0] is None and all(v is None for v in g["mean"][4:])
+    assert set(gap_closed_all(gap_errors)) == {"blend"}
+    assert gap_closed_all({"least_squares": ls, "blend": blend}) == {}
+
+
+def test_gap_closed_resamples_prompts_jointly():
+    """The blend's ratio is the same in every paired resample when its per-prompt errors are an exact
+    mix of the references': a joint resampling gives a zero-width interval, independent ones would not."""
+    from icl.evaluation.gap import gap_closed
+
+    rng = np.random.default_rng(1)
+    bayes = rng.exponential(0.1, size=(200, 3))
+    ls = bayes + rng.exponential(1.0, size=(200, 3))
+    g = gap_closed(0.75 * bayes + 0.25 * ls, ls, bayes)
+    assert g["mean"] == pytest.approx([0.75] * 3)
+    assert g["ci_low"] == pytest.approx([0.75] * 3) and g["ci_high"] == pytest.approx([0.75] * 3)

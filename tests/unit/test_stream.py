@@ -45,3 +45,9 @@ def test_learning_rate_schedules():
     assert lr_factor(4, "warmup_rsqrt", 5) == 1.0  # peak at the end of warm-up
     assert lr_factor(19, "warmup_rsqrt", 5) == pytest.approx(0.5)  # sqrt(5 / 20)
     assert lr_factor(0, "warmup_rsqrt", 5) == pytest.approx(0.2)
+    # warm-up, then a cosine from 1 down to the final fraction at the last step
+    cos = [lr_factor(s, "warmup_cosine", 10, 110, 0.1) for s in range(110)]
+    assert cos[0] == pytest.approx(0.1) and cos[9] == 1.0
+    assert cos[59] == pytest.approx(0.1 + 0.9 * 0.5)  # half way through the decay
+    assert cos[109] == pytest.approx(0.1) and lr_factor(500, "warmup_cosine", 10, 110, 0.1) == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(cos[9:], cos[10:], strict=False))

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from icl.baselines.base import Predictor, check_inputs, is_int, is_number, require
-from icl.baselines.bayes.common import ComponentPosterior, PosteriorOptions
+from icl.baselines.bayes.common import FLOAT32_UNIT, PRECISION_FACTOR, ComponentPosterior, PosteriorOptions
 from icl.baselines.bayes.posteriors import POSTERIORS
 from icl.errors import ICLError
 from icl.sampling import Component, PretrainMixture
@@ -37,21 +37,26 @@ class BayesMixture(Predictor):
     the task objects themselves so the prior always matches the sampler.
 
     Per component, the posterior its class names: dense linear -> ridge with lam = sigma^2 / v;
-    sparse linear -> exact average over all C(d, nnz) supports; sinusoid (d = 1) -> frequency
-    grid with the amplitude integrated out. The mixture weights components by prior weight x
+    sparse linear -> exact average over all C(d, nnz) supports; sinusoid (d = 1) -> adaptive
+    frequency grid with the amplitude integrated out. The mixture weights components by prior weight x
     evidence. As an evaluation baseline (``bayes``) it is built per scenario, for the scenario's
     own distribution.
 
-    ``noise_floor``: the noise standard deviation assumed for a component is
-    max(noise_std, noise_floor). Noiseless classes need it (their evidence is degenerate at
-    sigma = 0); 1e-3 is far below the unit signal scale, so dense and sparse predictions are
-    close to their noiseless limits (noiseless dense is min-norm least squares to 1e-3 in the
-    tests, up to an O(floor^2 / v) ridge term). The sinusoid's posterior over frequency narrows like
-    sigma / sqrt(k), soon below any affordable grid spacing, so it has its own floor
-    ``sinusoid_noise_floor``: 0.01 minimised the MSE on noiseless sinusoid data (512
-    prompts, 41 points, 2000 grid points) among 1e-3, 3e-3, 0.01, 0.02, 0.05 and 0.1 (0.02
-    tied; 1e-3 tripled the error at k = 2). Both floors are exact no-ops for noise_std above
-    them.
+    Noiseless classes get the exact sigma -> 0 limit, up to the labels' float32 rounding: every
+    component assumes a noise std of at least ``precision_std(d)``, 4 float32 units of the
+    largest prior label scale (about 2.4e-7 for unit-variance labels; see
+    icl.baselines.bayes.common), the same for all components so that their evidences stay
+    comparable. The linear posteriors are computed so that this stays exact in float64
+    (chain-rule evidence, the dual form for prefixes with fewer points than features): dense is
+    min-norm least squares, sparse picks the consistent support at k = nnz + 1, and in a
+    mixture the class that fits the context with fewer free parameters wins by ~1e6 per extra
+    point. The sinusoid's frequency posterior, which narrows to ~1e-7 once three labels are
+    seen, is integrated on a grid refined around its modes per prompt and prefix.
+
+    ``noise_floor`` / ``sinusoid_noise_floor`` (default 0, off): a larger noise std to assume
+    for linear / sinusoid components, max(noise_std, floor); exact no-ops for noise_std above
+    them. The former defaults 1e-3 / 0.01 smoothed the posteriors for a fixed grid and cost
+    5e-4 at k = d on dense d = 8 data, 2e-3 at k = nnz + 1 on sparse, 3e-5 on the sinusoid.
 
     ``n_dims``: active input dims (coordinates beyond are ignored), for curriculum batches
     padded with zeros; default all of xs's.
@@ -69,8 +74,8 @@ class BayesMixture(Predictor):
     def __init__(
         self,
         mixture: PretrainMixture | Sequence[Component] | Component,
-        noise_floor: float = 1e-3,
-        sinusoid_noise_floor: float = 0.01,
+        noise_floor: float = 0.0,
+        sinusoid_noise_floor: float = 0.0,
         max_supports: int = 20_000,
         n_grid: int = 2000,
         n_dims: int | None = None,
@@ -81,7 +86,7 @@ class BayesMixture(Predictor):
             ("noise_floor", noise_floor),
             ("sinusoid_noise_floor", sinusoid_noise_floor),
         ):
-            require(is_number(value) and value > 0, f"bayes.{field}", "a number > 0", value)
+            require(is_number(value) and value >= 0, f"bayes.{field}", "a number >= 0", value)
         for field, value in (("max_supports", max_supports), ("n_grid", n_grid)):
             require(is_int(value) and value >= 1, f"bayes.{field}", "an integer >= 1", value)
         ok_dims = n_dims is None or (is_int(n_dims) and n_dims >= 1)
@@ -120,6 +125,14 @@ class BayesMixture(Predictor):
             )
         return POSTERIORS[key].from_task(comp.task, comp.noise_std, self.options)
 
+    def precision_std(self, n_dims: int) -> float:
+        """The noise std every component assumes at least: PRECISION_FACTOR float32 units of the
+        largest prior label scale (icl.baselines.bayes.common), shared by all components so that
+        their evidences stay comparable. It stands in for the labels' float32 rounding, so
+        noiseless components get the sigma -> 0 limit up to that rounding; far below any real
+        label noise, where it changes nothing."""
+        return PRECISION_FACTOR * FLOAT32_UNIT * max(p.label_std(n_dims) for p in self.posteriors)
+
     def irreducible_mse(self) -> float:
         """E (y - f(x))^2 under the mixture: the label-noise floor that even the Bayes
         predictor's MSE against noisy labels cannot go below (0 for noiseless mixtures)."""
@@ -131,7 +144,8 @@ class BayesMixture(Predictor):
         x64, y64 = xs.double(), ys.double()
         if self.n_dims is not None:
             x64 = x64[..., : self.n_dims]
-        results = [p.evaluate(x64, y64) for p in self.posteriors]
+        min_std = self.precision_std(x64.shape[-1])
+        results = [p.evaluate(x64, y64, min_std) for p in self.posteriors]
         comp_preds = torch.stack([pred for pred, _ in results], -1)
         log_ev = torch.stack([ev for _, ev in results], -1)
         log_prior = torch.tensor(self.log_prior, dtype=torch.float64, device=xs.device)

@@ -1,4 +1,5 @@
-"""The runs and their training loss: train/loss against step from every run's metrics.csv."""
+"""The runs, the checkpoint each is evaluated at, and their training loss: train/loss against step
+from every run's metrics.csv."""
 
 from __future__ import annotations
 
@@ -24,7 +25,17 @@ def write(report: Report) -> str:
         pts = [(int(r["step"]), float(r["train/loss"])) for r in data if r.get("train/loss")]
         if pts:
             ax.plot(*zip(*pts, strict=True), color=color, label=run.label, lw=1.2)
-        rows.append([run.path.name, run.label, str(run.cfg.train.steps), fmt(pts[-1][1] if pts else None)])
+        ckpt = report.checkpoint(run)
+        rows.append(
+            [
+                run.path.name,
+                run.label,
+                str(run.cfg.train.steps),
+                str(ckpt["global_step"]),
+                ckpt["sha256"][:12],
+                fmt(pts[-1][1] if pts else None),
+            ]
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over positions)")
     ax.set_yscale("log")
@@ -35,6 +46,11 @@ def write(report: Report) -> str:
     ax.set_title("Training loss (metrics.csv)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "training.png")
-    header = ["run", "label", "steps", "last train/loss"]
+    header = ["run", "label", "steps", "evaluated step", "weights sha256", "last train/loss"]
     write_csv(out / "runs.csv", header, rows)
-    return "## Runs and training loss\n\n" + md_table(header, rows) + "\n![training loss](training.png)\n"
+    return (
+        "## Runs and training loss\n\nEvery number of a run comes from its newest checkpoint (evaluated step; "
+        "the first 12 hex digits of the sha256 of its weights).\n\n"
+        + md_table(header, rows)
+        + "\n![training loss](training.png)\n"
+    )
