@@ -103,7 +103,8 @@ class MemberCheckpointIO(AtomicCheckpointIO):
     def __init__(self, run_dirs: list[Path], resume_from: list[Path] | None = None) -> None:
         super().__init__()
         self.run_dirs = [Path(d) for d in run_dirs]
-        self.ckpt_dirs = [d / "checkpoints" for d in self.run_dirs]
+        # absolute, as ModelCheckpoint records its directory: member_checkpoint moves those paths
+        self.ckpt_dirs = [(d / "checkpoints").resolve() for d in self.run_dirs]
         self.resume_from = resume_from
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:

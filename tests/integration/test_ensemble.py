@@ -151,6 +151,11 @@ def test_a_killed_ensemble_resumes_to_the_uninterrupted_one(tmp_path, monkeypatc
         a, b = weights(resumed), weights(fresh)
         assert all(torch.equal(a[k], b[k]) for k in b), n
         assert (resumed / "metrics.csv").read_text() == (fresh / "metrics.csv").read_text()
+        # each member's checkpoint remembers its own directory (a solo resume then writes last.ckpt
+        # again, not last-v1.ckpt), although the sweep names run directories relative to the cwd
+        (state,) = [s for k, s in read_checkpoint(resumed)["callbacks"].items() if k.startswith("ModelCheckpoint")]
+        assert state["dirpath"] == str((resumed / "checkpoints").resolve())
+        assert state["last_model_path"] == str((resumed / "checkpoints" / "last.ckpt").resolve())
 
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
