@@ -378,11 +378,10 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
     cfgs = check(sweep)
     points = sweep.points()
     todo, failed = [], []
-    tags = {}
     for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
         run_dir = sweep.sweep_dir(cfg) / point.name
         state = runstate.run_state(run_dir, cfg.train.steps)
-        tag = tags[point.name] = f"[{i}/{len(points)}] {point.name}"
+        tag = f"[{i}/{len(points)}] {point.name}"
         if state == "done":
             print(f"{tag}: {'done' if dry_run else f'skipped (finished: {run_dir})'}", flush=True)
         elif holder := runstate.lock_holder(run_dir):
