@@ -87,8 +87,8 @@ def _eval_help(parser: argparse.ArgumentParser) -> None:
     for action in parser._actions:
         if action.dest == "suite":
             action.help = (
-                f"a suite ({', '.join(suites())}) or one scenario family ({', '.join(SCENARIOS)}); "
-                "default: in_distribution"
+                f"a suite ({', '.join(suites())}) or one scenario family ({', '.join(SCENARIOS)}), or a "
+                "suite file (*.yaml, docs/extending.md); default: in_distribution"
             )
         elif action.dest == "baselines":
             names = [n for n in BASELINES if n != "checkpoint"]
@@ -138,23 +138,39 @@ def _print_records(records: dict, n_dims: int, out: Path, written: str = "writte
         label = {"mse": "MSE", "mse_over_d": "MSE/d"}[rec["convention"]]
         print(f"{name} ({label}): " + " | ".join(parts))
     if records:
-        print(f"evaluation {written} {out} (summary.md, *.json, *.csv, *.png)")
+        print(f"evaluation {written} {out} (summary.md, *.json, *.csv, *.png, *.pdf)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from icl.eval_config import check_eval_overrides
+    from icl.plugins import recorded_imports
+    from icl.suite_spec import check_suite_early, suite_label
+
+    # Before torch and the checkpoint are loaded: the overrides' keys, and the suite (a file's
+    # shape; a name against the shipped ones, where no user module may register more).
+    overrides = check_eval_overrides(args.items)
+    user_modules = recorded_imports(args.target) != [] or any(o.startswith("imports=") for o in overrides)
+    check_suite_early(args.suite, user_modules)
+
     from icl import outputs
     from icl.checkpoint.io import resolve_checkpoint
     from icl.checkpoint.load import load_model
+    from icl.config import load_config
     from icl.evaluation.provenance import checkpoint_info
     from icl.evaluation.run import evaluate_suite
 
-    if args.items:
-        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl eval --help`)")
     ckpt = resolve_checkpoint(args.target)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    out = Path(args.out) if args.out else run_dir / "eval" / args.suite
+    out = Path(args.out) if args.out else run_dir / "eval" / suite_label(args.suite)
     outputs.check_replaceable(out, outputs.EVAL, "--out")  # before the model is loaded and evaluated
+    if args.log_to_run:  # the run's TensorBoard and wandb, checked before the evaluation (icl.trackers)
+        from icl.evaluation.provenance import checkpoint_step
+        from icl.trackers import run_trackers
+
+        step = checkpoint_step(ckpt) or 0
+        trackers = run_trackers(run_dir, step)
     model, cfg = load_model(ckpt, device=args.device)
+    cfg = load_config([], overrides, base=cfg) if overrides else cfg  # the run's config, eval settings changed
     baselines = None if args.baselines is None else [b for b in args.baselines.split(",") if b]
     records = evaluate_suite(
         model,
@@ -171,6 +187,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if records.reused:
         print(f"{out} already holds this checkpoint's evaluation with these settings: reused (--recompute to redo it)")
     _print_records(records, cfg.data.n_dims, out, "reused from" if records.reused else "written to")
+    if args.log_to_run and trackers:
+        from icl.trackers import close_loggers, log_suite
+
+        log_suite(trackers, records, step, out, suite_label(args.suite))
+        close_loggers(trackers)
+        print(f"evaluation logged at step {step} to {', '.join(lg.label for lg in trackers)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from icl.checkpoint.reference import import_reference
+
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl import --help`)")
+    done = import_reference(args.source, args.conf, args.out)
+    for note in done.notes:
+        print(f"icl: note: {note}", file=sys.stderr)
+    print(f"imported {done.source} (reference task {done.task} as {done.mixture}) into {done.run_dir}")
+    print(f"evaluate it with: icl eval {done.run_dir} --convention mse_over_d [--suite SUITE]")
     return 0
 
 
@@ -208,8 +243,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl report --help`)")
-    out = write_report(Path(args.sweep_dir), Path(args.out) if args.out else None, args.n_prompts, args.device)
-    print(f"report written to {out} (report.md, *.csv, *.png)")
+    out = write_report(
+        Path(args.sweep_dir), Path(args.out) if args.out else None, args.n_prompts, args.device, args.yscale
+    )
+    print(f"report written to {out} (report.md, *.csv, *.png, *.pdf)")
     return 0
 
 
@@ -235,8 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on a suite of scenarios")
     e.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    e.add_argument(
+        "items", nargs="*", metavar="KEY=VALUE", help="evaluation settings for this evaluation: eval.* and imports"
+    )
     e.help_hook = _eval_help  # --suite and --baselines list the registries' names
-    e.add_argument("--suite", default="in_distribution", help="a suite or one scenario family (`icl list`)")
+    e.add_argument(
+        "--suite",
+        default="in_distribution",
+        help="a suite or one scenario family (`icl list`), or a suite file (*.yaml, docs/extending.md)",
+    )
     e.add_argument("--baselines", help="comma-separated baselines (`icl list`)")
     e.add_argument("--n-prompts", type=int, help="prompts per scenario (default: eval.n_prompts)")
     e.add_argument("--convention", default="mse", help="mse (raw, paper 1) or mse_over_d (paper 2)")
@@ -247,7 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate even where --out already holds this checkpoint's evaluation with the same settings",
     )
+    e.add_argument(
+        "--log-to-run",
+        action="store_true",
+        help="also log the curves and figures to the run's TensorBoard and wandb run (its train.loggers); "
+        "docs/tracking.md",
+    )
     e.set_defaults(func=cmd_eval, items=[])
+    m = sub.add_parser(
+        "import", help="a checkpoint of Garg et al.'s reference code as an icl run directory; docs/importing.md"
+    )
+    m.add_argument("source", metavar="SRC", help="a state.pt or model_<step>.pt, or the reference run directory")
+    m.add_argument("--conf", help="the reference config.yaml (default: the config.yaml beside the checkpoint)")
+    m.add_argument("--out", required=True, metavar="RUN_DIR", help="the icl run directory to write (new or empty)")
+    m.set_defaults(func=cmd_import, items=[])
     b = sub.add_parser("bench", help="training throughput against the HuggingFace GPT-2 reference; docs/performance.md")
     b.add_argument(
         "--presets", default="tiny,small,standard", help="comma-separated model presets of configs/model/ (tiny, ...)"
@@ -314,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-prompts", type=int, help="prompts per scenario for evaluations still missing (default: eval.n_prompts)"
     )
     r.add_argument("--device", default="cpu", help="torch device for missing evaluations, e.g. cpu or cuda")
+    r.add_argument("--yscale", help="the figures' y axes: auto (default), linear or log")
     r.set_defaults(func=cmd_report, items=[])
     lst = sub.add_parser(
         "list", help="every function class, baseline, suite, scenario family and query shift, with a line on each"

@@ -1,7 +1,8 @@
 """The run config: section dataclasses (defined beside their code) composed into ``Config``;
 merged from defaults, YAML files and ``key=value`` overrides; validated once, when built; saved,
 read back and flattened to dotted keys. At the bottom of the import graph: no Lightning, no
-evaluation stack, no baselines (their name checks are icl/evaluation/checks.py's)."""
+evaluation stack, no baselines (their name checks are icl/evaluation/checks.py's); user modules
+(``imports``) are imported by path (icl/plugins.py) and import the registries themselves."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from icl.errors import ICLError
-from icl.eval_config import MAX_PROMPTS, EvalConfig
+from icl.eval_config import MAX_PROMPTS, YSCALES, EvalConfig
 from icl.fileio import atomic_write
 from icl.model import ModelConfig
+from icl.plugins import entries, import_all
 from icl.sampling import DataConfig, Sampler
 from icl.tasks import build_task
 from icl.train_config import TrainConfig
@@ -37,6 +39,9 @@ class Config:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    # User modules (.py paths or module names) imported before validation: they register their own
+    # function classes, baselines, scenarios... Saved with absolute paths (icl/plugins.py).
+    imports: list[str] = dataclasses.field(default_factory=list)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -50,9 +55,13 @@ def parse_override(item: str) -> tuple[str, Any]:
         return key, value
 
 
-def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Config:
-    """Defaults <- each YAML file (left to right) <- ``key=value`` overrides, then validate."""
-    merged = OmegaConf.structured(Config)
+def load_config(files: list[str | Path] = (), overrides: list[str] = (), base: Config | None = None) -> Config:
+    """Defaults (or ``base``) <- each YAML file (left to right) <- ``key=value`` overrides, then
+    validate. ``imports`` accumulate instead of replacing one another: a file's entries are paths
+    relative to that file, an override's relative to the current directory; all are imported
+    before the config is validated, so its mixture may name the classes they register."""
+    merged = OmegaConf.structured(base if base is not None else Config)
+    imports: list[tuple[Path | None, str]] = [(None, e) for e in base.imports] if base is not None else []
     for f in files:
         path = Path(f)
         loaded = read_yaml(path)
@@ -61,10 +70,20 @@ def load_config(files: list[str | Path] = (), overrides: list[str] = ()) -> Conf
             raise ICLError(f"{path}: empty config file; allowed: a mapping of config sections ({SECTIONS})")
         if not isinstance(loaded, dict):
             raise ICLError(f"{path}: top level must be a mapping of config sections")
+        if "imports" in loaded:
+            loaded = dict(loaded)
+            imports += [(path.parent, e) for e in entries(loaded.pop("imports") or [], f"{path}: imports")]
         merged = _guard(functools.partial(OmegaConf.merge, merged, loaded), str(path))
     for item in overrides:
         key, parsed = parse_override(item)
+        if key == "imports":
+            imports += [(None, e) for e in entries(parsed or [], f"override {item!r}")]
+            continue
+        if key.startswith("imports."):
+            raise ICLError(f"override {item!r}: allowed form is imports=[FILE.py, module, ...]")
         _guard(functools.partial(OmegaConf.update, merged, key, parsed, merge=True), f"override {item!r}")
+    # (directory relative paths start from, None: the current one; base's entries are absolute)
+    merged.imports = list(dict.fromkeys(e for where, entry in imports for e in import_all([entry], where)))
     try:
         cfg = OmegaConf.to_object(merged)  # resolves ${...} interpolations
     except OmegaConfBaseException as e:
@@ -161,6 +180,8 @@ def _check_eval_numbers(cfg: Config) -> None:
         )
     if e.every < 0:
         raise ICLError(f"eval.every: got {e.every}; allowed: an integer >= 0 (0 = no periodic evaluation)")
+    if e.yscale not in YSCALES:
+        raise ICLError(f"eval.yscale: got {e.yscale!r}; allowed: {', '.join(YSCALES)}")
     if not e.sweep_k >= 0:
         raise ICLError(f"eval.sweep_k: got {e.sweep_k}; allowed: an integer >= 0")
     if not e.label_noise >= 0:
@@ -185,6 +206,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def from_dict(d: dict[str, Any]) -> Config:
+    """The config a run recorded (a checkpoint's icl_config), its user modules imported first."""
+    if isinstance(d, dict) and d.get("imports"):
+        import_all(entries(d["imports"]))
     cfg = OmegaConf.to_object(_merge(OmegaConf.structured(Config), OmegaConf.create(d), "config"))
     validate(cfg)
     return cfg

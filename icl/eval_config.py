@@ -1,15 +1,19 @@
 """The eval section of the config (EvalConfig) and the cap on prompts per scenario: what evaluation
-runs, and with how many prompts, at the end of training, by `icl eval` and periodically. Values
-only; the checks that need the baseline and suite registries are in icl/evaluation/checks.py."""
+runs, and with how many prompts, at the end of training, by `icl eval` and periodically; and which
+config keys `icl eval RUN key=value` may override. Values only; the checks that need the baseline
+and suite registries are in icl/evaluation/checks.py."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from icl.errors import ICLError
+
 # Evaluation prompts per scenario (default 1000): the cap keeps a typo (three extra zeros) from
 # starting hours of evaluation on a machine with the memory for it.
 MAX_PROMPTS = 1_000_000
+YSCALES = ("auto", "linear", "log")  # figures' y axis (icl/figures.py)
 
 
 @dataclasses.dataclass
@@ -36,3 +40,28 @@ class EvalConfig:
     periodic_suite: str = "in_distribution"
     periodic_n_prompts: int = 200
     periodic_baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares"])
+    yscale: str = "auto"  # figures' y axis: auto (log where curves span > 2 decades), linear or log
+
+
+def check_eval_overrides(items: list[str]) -> list[str]:
+    """``key=value`` items of `icl eval`: the eval section's fields and ``imports`` (user modules
+    adding scenarios, suites or baselines) may change; keys that would change the trained model or
+    its training problem (model.*, data.*, train.*, seed) are refused. Values are checked when the
+    overrides are applied to the run's config (icl.config.load_config)."""
+    fields = [f.name for f in dataclasses.fields(EvalConfig)]
+    allowed = f"eval.<key> ({', '.join(fields)}) and imports=[...]"
+    for item in items:
+        key, eq, _value = item.partition("=")
+        section, _, field = key.partition(".")
+        if not eq or not key:
+            raise ICLError(f"unrecognized arguments: {item}; allowed after the run: key=value overrides of {allowed}")
+        if section == "model":
+            raise ICLError(
+                f"override {item!r}: model keys would change the trained model; allowed at evaluation: {allowed}"
+            )
+        if key == "imports" or (section == "eval" and field.partition(".")[0] in fields):
+            continue
+        if section == "eval":
+            raise ICLError(f"override {item!r}: unknown key {field!r}; allowed keys here: {', '.join(fields)}")
+        raise ICLError(f"override {item!r}: not an evaluation setting; allowed at evaluation: {allowed}")
+    return list(items)

@@ -1,24 +1,51 @@
-"""Input distributions for x: Gaussian with isotropic or skewed covariance, scaled and shifted;
-usable for training and for evaluation shifts."""
+"""Input distributions for x: Gaussian (or a registered base distribution) with isotropic or skewed
+covariance, scaled and shifted; usable for training and for evaluation shifts. User modules add base
+distributions with ``register``."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from icl.errors import ICLError
+from icl.plugins import check_free
 from icl.rng import Stream, generator
 
 COVARIANCES = ("isotropic", "skewed", "half_subspace")
 
+# (n, n_points, n_dims, generator) -> z (n, n_points, n_dims) on the generator's device, drawn only
+# from the generator. Mean 0 and covariance I keep E|x|^2 = d, as the classes' normalisation expects.
+BaseDistribution = Callable[[int, int, int, torch.Generator], Tensor]
+
+
+def gaussian(n: int, n_points: int, n_dims: int, gen: torch.Generator) -> Tensor:
+    """z ~ N(0, I_d)."""
+    return torch.randn(n, n_points, n_dims, generator=gen, device=gen.device)
+
+
+DISTRIBUTIONS: dict[str, BaseDistribution] = {"gaussian": gaussian}
+
+
+def register(name: str, distribution: BaseDistribution) -> None:
+    """Add a base distribution for z under ``name`` (data.inputs.distribution, a scenario's
+    ``inputs``); the same function again does nothing."""
+    if not (callable(distribution) and name.isidentifier()):
+        raise ICLError(
+            f"input distribution {name!r}: allowed: a snake_case name and a function (n, n_points, n_dims, gen) -> z"
+        )
+    check_free("input distribution", name, distribution, DISTRIBUTIONS)
+    DISTRIBUTIONS[name] = distribution
+
 
 @dataclasses.dataclass
 class InputConfig:
-    """x = scale * (A z) + shift, z ~ N(0, I_d).
+    """x = scale * (A z) + shift, z ~ N(0, I_d) (``distribution=gaussian``; or a registered base
+    distribution, DISTRIBUTIONS).
 
     ``covariance=isotropic``: A = I. ``covariance=skewed``: A = Q diag(sqrt(lambda)) with
     eigenvalues lambda_i proportional to i^(-skew_power), normalised to mean 1 (so E|x|^2 = d
@@ -27,6 +54,7 @@ class InputConfig:
     x ~ N(0, I) inside a random d/2-dimensional subspace (fixed by ``basis_seed``), 0 across it.
     """
 
+    distribution: str = "gaussian"
     covariance: str = "isotropic"
     skew_power: float = 1.0
     scale: float = 1.0
@@ -34,6 +62,8 @@ class InputConfig:
     basis_seed: int = 0
 
     def check(self) -> None:
+        if self.distribution not in DISTRIBUTIONS:
+            raise ICLError(f"data.inputs.distribution: got {self.distribution!r}; allowed: {', '.join(DISTRIBUTIONS)}")
         if self.covariance not in COVARIANCES:
             raise ICLError(f"data.inputs.covariance: got {self.covariance!r}; allowed: {', '.join(COVARIANCES)}")
         # Written so that NaN and infinities fail.
@@ -62,7 +92,7 @@ def covariance_factor(kind: str, n_dims: int, power: float, basis_seed: int) -> 
 
 def sample_inputs(cfg: InputConfig, n: int, n_points: int, n_dims: int, gen: torch.Generator) -> Tensor:
     """Draw xs (n, n_points, n_dims) on the generator's device."""
-    xs = torch.randn(n, n_points, n_dims, generator=gen, device=gen.device)
+    xs = DISTRIBUTIONS[cfg.distribution](n, n_points, n_dims, gen)
     if cfg.covariance != "isotropic":
         xs = xs @ covariance_factor(cfg.covariance, n_dims, cfg.skew_power, cfg.basis_seed).to(xs.device).T
     if cfg.scale != 1.0:

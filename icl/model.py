@@ -19,6 +19,9 @@ from icl.speed import use_matmul_attention
 
 POSITIONS = ("learned", "sinusoidal")
 TOKEN_FORMATS = ("interleaved", "interleaved_flag")
+# model.activation -> F.gelu's ``approximate``: the exact (erf) GELU, or GPT-2's tanh approximation
+# (what checkpoints imported from HuggingFace GPT-2 models were trained with; icl/checkpoint/reference.py).
+ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
 
 
 @dataclasses.dataclass
@@ -33,6 +36,7 @@ class ModelConfig:
     token_format: str = "interleaved"
     dropout: float = 0.0
     mlp_ratio: int = 4
+    activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh (GPT-2's tanh approximation)
 
     def check(self) -> None:
         for field in ("n_layer", "n_head", "n_embd", "max_points", "mlp_ratio"):
@@ -44,6 +48,8 @@ class ModelConfig:
             raise ICLError(f"model.positions: got {self.positions!r}; allowed: {', '.join(POSITIONS)}")
         if self.token_format not in TOKEN_FORMATS:
             raise ICLError(f"model.token_format: got {self.token_format!r}; allowed: {', '.join(TOKEN_FORMATS)}")
+        if self.activation not in ACTIVATIONS:
+            raise ICLError(f"model.activation: got {self.activation!r}; allowed: {', '.join(ACTIVATIONS)}")
         if not 0 <= self.dropout < 1:
             raise ICLError(f"model.dropout: got {self.dropout}; allowed: a number in [0, 1)")
 
@@ -97,8 +103,9 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-LN transformer block (GPT-2): h + attn(ln(h)), then h + mlp(ln(h)).
 
-    The MLP uses the exact (erf) GELU: GPT-2's tanh approximation differs from it by < 1e-3 and
-    is slower on the CPU.
+    The MLP uses the exact (erf) GELU by default: GPT-2's tanh approximation differs from it by
+    < 1e-3 and is slower on the CPU; ``model.activation=gelu_tanh`` selects it (for checkpoints
+    trained with it).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
@@ -109,13 +116,14 @@ class Block(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, cfg.mlp_ratio * cfg.n_embd)
         self.fc_out = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = ACTIVATIONS[cfg.activation]
 
     def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
         """The block's output (B, Q, E) at the tokens ``queries`` (all by default) of ``h`` (B, T, E);
         ``bias`` as in SelfAttention."""
         a = self.drop(self.attn(self.ln1(h), bias, queries))  # (B, Q, E)
         h = h + a if queries is None else h[:, queries] + a  # (B, Q, E)
-        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)))))  # (B, Q, E)
+        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)), approximate=self.approximate)))  # (B, Q, E)
 
 
 def sinusoidal_positions(n: int, dim: int) -> Tensor:

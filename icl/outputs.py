@@ -15,6 +15,7 @@ from icl.fileio import TMP_SUFFIX, atomic_write, fsync_dir
 from icl.yamlio import read_yaml
 
 MARKER = ".icl-output"  # holds one word: the kind of output the directory is
+CONFIG_FILE = "config.yaml"  # a run directory's resolved config
 LOCK_FILE = ".lock"  # a run's lock (icl.runstate); clearing a run for --overwrite keeps it
 RUN, EVAL, REPORT = "run", "eval", "report"
 KINDS = (RUN, EVAL, REPORT)
@@ -72,7 +73,7 @@ def is_run(path: str | Path) -> bool:
     markers existed). The config is read so that a project folder with its own config.yaml and
     checkpoints/ is not taken for a run that --overwrite may delete."""
     path = Path(path)
-    return _marker(path) == RUN or (_run_shaped(path) and _icl_config(path / "config.yaml"))
+    return _marker(path) == RUN or (_run_shaped(path) and _icl_config(path / CONFIG_FILE))
 
 
 def holds_files(path: str | Path) -> bool:
@@ -188,7 +189,7 @@ def _marker(path: Path) -> str | None:
 
 
 def _run_shaped(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+    return (path / CONFIG_FILE).is_file() and (path / "checkpoints").is_dir()
 
 
 def _icl_config(path: Path) -> bool:

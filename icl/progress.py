@@ -9,11 +9,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-
-def duration(seconds: float) -> str:
-    """H:MM:SS."""
-    s = int(round(max(0.0, seconds)))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+from icl.console import duration
 
 
 class LineProgress(Callback):

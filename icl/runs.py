@@ -42,11 +42,11 @@ from icl.evaluation.periodic import PeriodicEval
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import TMP_SUFFIX, atomic_write
 from icl.interrupts import StopOnSignal
+from icl.outputs import CONFIG_FILE
 from icl.progress import progress_callbacks
 from icl.resources import check_resources, checkpoint_bytes
-from icl.runstate import CONFIG_FILE
 from icl.sampling import Sampler
-from icl.trackers import MetricsCommit, build_loggers
+from icl.trackers import MetricsCommit, build_loggers, close_loggers, log_suite
 from icl.training.module import ICLModule
 from icl.yamlio import read_yaml
 
@@ -295,6 +295,7 @@ def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> 
     if not secondary_rank():
         if ckpt_path is not None:
             record_resume(cfg, run_dir, ckpt_path, resume_step, changes)
+            runstate.expect_existing_checkpoints()
         print(f"run directory: {run_dir}", file=sys.stderr)  # after every check: bad input stays one line
     marker = run_dir / DIVERGED_FILE
     if not secondary_rank():
@@ -321,6 +322,12 @@ def _fit(cfg, run_dir, ckpt_path, resume_step, keep_rows, changes, evaluate) -> 
             "(non-finite loss or gradient; train/skipped_steps in metrics.csv)",
             file=sys.stderr,
         )
-    if not evaluate or trainer.global_rank != 0:
+    if trainer.global_rank != 0:
         return {}
-    return evaluate_suite(module.model, cfg, "in_distribution", run_dir / "eval" / "in_distribution")
+    records = {}
+    if evaluate:
+        out = run_dir / "eval" / "in_distribution"
+        records = evaluate_suite(module.model, cfg, "in_distribution", out)
+        log_suite(trainer.loggers, records, trainer.global_step, out, "in_distribution")  # curves, figures
+    close_loggers(trainer.loggers)  # the wandb run ends complete on disk
+    return records

@@ -6,21 +6,32 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from icl.checkpoint.io import LAST, STEP_FILE, read_checkpoint
 from icl.errors import DIVERGED_FILE, ICLError
-from icl.outputs import LOCK_FILE
+from icl.outputs import CONFIG_FILE, LOCK_FILE
 
-CONFIG_FILE = "config.yaml"
 _held: dict[Path, IO[str]] = {}  # run directories this process holds, by resolved path
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, every lock is granted
     fcntl = None
+
+
+def expect_existing_checkpoints() -> None:
+    """Silence ModelCheckpoint's "Checkpoint directory ... exists and is not empty" warning, which
+    a resume always triggers: those files are the checkpoints it resumes from. Call it when a
+    resumed fit is set up, so the filter holds in whatever warnings context the fit runs in."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Checkpoint directory .* exists and is not empty\.",
+        module=r"lightning\.pytorch\.callbacks\.model_checkpoint",
+    )
 
 
 def _key(run_dir: Path) -> Path:

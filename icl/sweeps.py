@@ -34,13 +34,13 @@ import yaml
 from icl import runs, runstate
 from icl.checkpoint.load import load_model
 from icl.config import Config, load_config, parse_override
+from icl.console import duration
 from icl.ensemble.checkpoints import common_step
 from icl.ensemble.grouping import group
 from icl.ensemble.run import train_ensemble
 from icl.errors import DIVERGED_FILE, EXIT_DIVERGED, ICLError, NonFiniteError
 from icl.evaluation.run import evaluate_suite
 from icl.fileio import atomic_write
-from icl.progress import duration
 from icl.yamlio import read_yaml
 
 ARGS = "${args_no_hyphens}"  # W&B's macro: the point's parameters as key=value

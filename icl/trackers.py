@@ -1,5 +1,7 @@
 """Experiment trackers: a resumable CSV log in the run directory (default), TensorBoard and
-wandb (online, offline or disabled; never prompts for a login)."""
+wandb (online, offline or disabled; never prompts for a login); what each one receives from an
+evaluation (error curves, figures), and attaching a later evaluation to a run's trackers.
+docs/tracking.md lists every key."""
 
 from __future__ import annotations
 
@@ -8,17 +10,26 @@ import io
 import itertools
 import os
 import re
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from icl.config import flatten
+from icl.config import Config, flatten, load_config, to_dict
 from icl.errors import ICLError
 from icl.fileio import atomic_write
+from icl.outputs import CONFIG_FILE
+from icl.yamlio import read_yaml
+
+# Wall-clock rates: sent to TensorBoard and wandb, never to metrics.csv, which is a function of the
+# run's config and checkpoints alone (a resumed run's file equals an uninterrupted run's).
+WALL_CLOCK = ("train/steps_per_s",)
+
+Curves = dict[str, dict[str, list[float]]]  # scenario -> predictor -> mean error at k = 0..n-1
 
 
 class CSVMetrics(Logger):
@@ -33,6 +44,7 @@ class CSVMetrics(Logger):
 
     Columns: ``step``, then the metric names in natural order (``train/loss@2`` before
     ``train/loss@10``), a function of the set of names alone, whatever order they arrive in.
+    Wall-clock rates (``WALL_CLOCK``) are left out.
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, keep_rows: int | None = None) -> None:
@@ -78,7 +90,7 @@ class CSVMetrics(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         # Lightning adds "epoch", which is meaningless for an endless step-indexed stream.
-        row = {"step": step, **{k: float(v) for k, v in metrics.items() if k != "epoch"}}
+        row = {"step": step, **{k: float(v) for k, v in metrics.items() if k != "epoch" and k not in WALL_CLOCK}}
         self.rows.append(row)
         new = set(row) - set(self.keys)
         if new or not self.path.is_file():
@@ -87,6 +99,17 @@ class CSVMetrics(Logger):
         else:
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+
+    @rank_zero_only
+    def log_evaluation(
+        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+    ) -> None:
+        """A periodic evaluation's errors at every k: S scenarios x P predictors x N points columns
+        (e.g. 3 x 2 x 40 = 240 for paper 1's dense + sparse mixture), which the training rows leave
+        empty; docs/tracking.md. An evaluation after training is not added: its curves are in
+        eval/<suite>/<scenario>.csv, and metrics.csv stays what training logged (exact on resume)."""
+        if during_training:
+            self.log_metrics(curve_metrics(curves, metric), step)
 
     @rank_zero_only
     def save(self) -> None:
@@ -114,6 +137,59 @@ def _column_order(keys) -> list[str]:
     return ["step", *sorted(set(keys) - {"step"}, key=_natural_key)]
 
 
+def curve_metrics(curves: Curves, metric: str = "mse") -> dict[str, float]:
+    """``eval/<scenario>/<predictor>/<metric>@<k>`` for every k of every curve."""
+    return {
+        f"eval/{sc}/{pred}/{metric}@{k}": float(v)
+        for sc, by_pred in curves.items()
+        for pred, mean in by_pred.items()
+        for k, v in enumerate(mean)
+    }
+
+
+def suite_curves(records: dict[str, Any]) -> Curves:
+    """The mean curves of an evaluation's records ({scenario: JSON record}, icl.evaluation.run)."""
+    return {name: {pred: list(stats["mean"]) for pred, stats in rec["curves"].items()} for name, rec in records.items()}
+
+
+def suite_figures(out_dir: Path, suite: str) -> dict[str, Path]:
+    """``figures/<suite>/<file stem>`` -> PNG for every figure an evaluation wrote to ``out_dir``."""
+    return {f"figures/{suite}/{p.stem}": p for p in sorted(Path(out_dir).glob("*.png"))}
+
+
+def log_evaluation(
+    loggers: list[Logger],
+    curves: Curves,
+    step: int,
+    *,
+    metric: str = "mse",
+    figures: dict[str, Path] | None = None,
+    during_training: bool = True,
+) -> None:
+    """Send an evaluation to every logger: the error at every k as scalars
+    ``eval/<scenario>/<predictor>/<metric>@<k>`` (metrics.csv: only ``during_training``), a line
+    plot per scenario (wandb) and ``figures`` (tag -> PNG) as images (TensorBoard, wandb).
+    ``metric``: mse, or mse_over_d for paper 2's convention."""
+    for lg in loggers:
+        lg.log_evaluation(curves, step, metric, figures or {}, during_training)
+
+
+def log_suite(loggers: list[Logger], records: dict[str, Any], step: int, out_dir: Path, suite: str) -> None:
+    """``log_evaluation`` of a finished evaluation (``evaluate_suite``'s records and output directory)
+    with its figures, at the model's training step."""
+    metric = next(iter(records.values()))["convention"] if records else "mse"
+    figures = suite_figures(out_dir, suite)
+    log_evaluation(loggers, suite_curves(records), step, metric=metric, figures=figures, during_training=False)
+
+
+def close_loggers(loggers: list[Logger]) -> None:
+    """Flush and close every logger and end its wandb run (a finished run is complete on disk)."""
+    for lg in loggers:
+        lg.finalize("success")
+        if isinstance(lg, WandbLogger) and lg._experiment is not None:
+            lg.experiment.finish()
+
+
 class MetricsCommit(Callback):
     """Before every checkpoint is written: flush every logger and record in the checkpoint how
     many metrics.csv rows precede it (``icl_metrics_rows``), so a resumed run keeps exactly those."""
@@ -134,8 +210,7 @@ def build_loggers(
         if kind == "csv":
             loggers.append(CSVMetrics(run_dir, resume_step, keep_rows))
         elif kind == "tensorboard":
-            # no placeholder hp_metric = -1 beside the config
-            tb = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)
+            tb = _tensorboard_logger(run_dir)
             # The resolved config, under TensorBoard's HPARAMS tab, which takes scalars and strings only.
             hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
             tb.log_hyperparams(hparams)
@@ -143,6 +218,65 @@ def build_loggers(
         elif kind == "wandb" and train_cfg.wandb.mode != "disabled":
             loggers.append(_wandb_logger(train_cfg.wandb, run_dir, run_name, config))
     return loggers
+
+
+class Tensorboard(TensorBoardLogger):
+    """Lightning's TensorBoard logger, with evaluations: scalars per k and figures as images."""
+
+    @property
+    def label(self) -> str:
+        return f"tensorboard ({self.log_dir})"
+
+    @rank_zero_only
+    def log_evaluation(
+        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+    ) -> None:
+        self.log_metrics(curve_metrics(curves, metric), step)
+        for tag, path in figures.items():
+            self.experiment.add_image(tag, _read_png(path), step, dataformats="HWC")
+        self.experiment.flush()
+
+
+def _read_png(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))  # (H, W, 3) uint8
+
+
+def _tensorboard_logger(run_dir: Path, version: str = "") -> Tensorboard:
+    # no placeholder hp_metric = -1 beside the config
+    return Tensorboard(save_dir=str(run_dir), name="tensorboard", version=version, default_hp_metric=False)
+
+
+class Wandb(WandbLogger):
+    """Lightning's wandb logger, with evaluations: scalars per k, a line plot of error vs k per
+    scenario (``eval/<scenario>/curves``, one line per predictor; its data is the table
+    ``eval/<scenario>/curves_table``) and figures as images, all in one history row."""
+
+    @property
+    def label(self) -> str:
+        return f"wandb ({self._wandb_init['mode']} run {self._wandb_init['id']})"
+
+    @rank_zero_only
+    def log_evaluation(
+        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+    ) -> None:
+        import wandb
+
+        row: dict[str, Any] = {**curve_metrics(curves, metric), "trainer/global_step": step}
+        for sc, by_pred in curves.items():
+            preds = list(by_pred)
+            row[f"eval/{sc}/curves"] = wandb.plot.line_series(
+                xs=list(range(len(by_pred[preds[0]]))),
+                ys=[by_pred[p] for p in preds],
+                keys=preds,
+                title=f"{sc}: {metric} vs k (step {step})",
+                xname="k",
+            )
+        row.update({tag: wandb.Image(str(path)) for tag, path in figures.items()})
+        self.experiment.log(row)
 
 
 def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
@@ -155,8 +289,6 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
                 "train.wandb.mode=online needs a wandb API key (WANDB_API_KEY or `wandb login`); "
                 "allowed without one: offline, disabled"
             )
-    from lightning.pytorch.loggers import WandbLogger
-
     # The run id is stored in the run directory, so a resumed run continues the same wandb run.
     id_file = run_dir / "wandb_id"
     if id_file.is_file():
@@ -164,7 +296,7 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
     else:
         run_id = uuid.uuid4().hex[:8]
         atomic_write(id_file, run_id)
-    logger = WandbLogger(
+    logger = Wandb(
         name=run_name,
         project=wcfg.project,
         entity=wcfg.entity,
@@ -180,3 +312,36 @@ def _wandb_logger(wcfg, run_dir: Path, run_name: str, config: dict) -> Logger:
     # Lightning passes anonymous=None, which wandb answers with a deprecation warning on every run
     logger._wandb_init.pop("anonymous", None)
     return logger
+
+
+def run_trackers(run_dir: Path, step: int) -> list[Logger]:
+    """The TensorBoard and wandb loggers of the run in ``run_dir`` (its config.yaml), to attach a
+    later evaluation of its checkpoint of step ``step`` to. TensorBoard writes to
+    RUN_DIR/tensorboard/eval/step=<step>/, a run of its own beside the training's: TensorBoard
+    drops a tag's later points when an event file goes back to an earlier step (its restart
+    handling), which the evaluation of an earlier checkpoint would do. wandb resumes the run whose
+    id RUN_DIR/wandb_id holds, in the run's train.wandb.mode (offline: no network). Prints one line
+    for each tracker left out (wandb disabled) or when there is none."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise ICLError(
+            f"--log-to-run: {run_dir} is not a run directory (no {CONFIG_FILE}); allowed: a run or a checkpoint in one"
+        )
+    cfg: Config = load_config([path], [])
+    name = str(read_yaml(path).get("name") or "") or Path(run_dir).name
+    kinds = dict.fromkeys(cfg.train.loggers)
+    loggers: list[Logger] = []
+    if "tensorboard" in kinds:
+        loggers.append(_tensorboard_logger(Path(run_dir), f"eval/step={step:07d}"))
+    if "wandb" in kinds:
+        if cfg.train.wandb.mode == "disabled":
+            print(f"icl: note: --log-to-run: wandb skipped ({run_dir}: train.wandb.mode=disabled)", file=sys.stderr)
+        else:
+            loggers.append(_wandb_logger(cfg.train.wandb, Path(run_dir), name, to_dict(cfg)))
+    if not loggers and "wandb" not in kinds:
+        print(
+            f"icl: note: --log-to-run: {run_dir} has no tracker (train.loggers={list(kinds)}); "
+            "trackers: tensorboard, wandb",
+            file=sys.stderr,
+        )
+    return loggers

@@ -15,6 +15,7 @@ from icl.baselines.linear import LeastSquares, Ridge
 from icl.baselines.quadratic import QuadraticLeastSquares
 from icl.baselines.simple import KNN, Averaging, Zero
 from icl.errors import ICLError
+from icl.plugins import check_free
 
 BASELINES: dict[str, type[Predictor]] = {
     cls.name: cls
@@ -32,6 +33,16 @@ BASELINES: dict[str, type[Predictor]] = {
         QuadraticLeastSquares,
     )
 }
+
+
+def register(*classes: type[Predictor]) -> None:
+    """Add baselines to ``BASELINES`` under their ``name`` (the name in --baselines and
+    eval.baselines); a user module's way in. The same class again does nothing."""
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, Predictor) and cls.name):
+            raise ICLError(f"baseline {cls!r}: allowed: a subclass of icl.baselines.Predictor with a `name`")
+        check_free("baseline", cls.name, cls, BASELINES)
+        BASELINES[cls.name] = cls
 
 
 def baseline_params(name: str) -> list[str]:
@@ -73,4 +84,5 @@ __all__ = [
     "baseline_params",
     "build_baseline",
     "component",
+    "register",
 ]

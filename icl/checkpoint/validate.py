@@ -16,6 +16,7 @@ from packaging.version import InvalidVersion, Version
 from icl.checkpoint.fields import MISSING, describe, is_count, is_real, require, tensor_mismatch
 from icl.checkpoint.io import LAST, LAST_FILE, STEP_FILE, read_checkpoint
 from icl.checkpoint.load import PREFIX, check_weights, model_from_config
+from icl.checkpoint.reference import IMPORT_KEY
 from icl.errors import ICLError
 
 # Per-parameter Adam/AdamW state as torch and icl.speed._FlatParameters write it.
@@ -60,6 +61,11 @@ def check_resumable(ckpt: dict[str, Any], p: Path) -> None:
     nothing is allocated): the weights, one Adam state with moments shaped like the parameters,
     one LambdaLR state, Lightning's loop counters, callback and precision state. Takes what
     ``read_checkpoint`` returned; refuses anything else in one line."""
+    if IMPORT_KEY in ckpt:  # weights only: no optimiser, scheduler or loop state to continue from
+        raise ICLError(
+            f"{p}: imported by `icl import` (weights only, no training state to resume); allowed: a checkpoint "
+            "icl trained (evaluate this one with icl eval)"
+        )
     require("global_step" in ckpt, p, "global_step", MISSING, "an integer >= 0 (the step to resume at)")
     _, model = model_from_config(ckpt, p)
     check_weights(ckpt["state_dict"], model, p)

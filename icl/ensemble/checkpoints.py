@@ -15,7 +15,7 @@ from icl.checkpoint.io import read_checkpoint
 from icl.checkpoint.validate import check_resumable
 from icl.checkpoint.writer import AtomicCheckpointIO
 from icl.errors import ICLError
-from icl.runstate import checkpoint_steps
+from icl.runstate import checkpoint_steps, expect_existing_checkpoints
 
 # What an ensemble checkpoint holds per member (lists, one entry per member), beside Lightning's
 # own keys, which every member shares (global step, loop counters, version).
@@ -106,6 +106,8 @@ class MemberCheckpointIO(AtomicCheckpointIO):
         # absolute, as ModelCheckpoint records its directory: member_checkpoint moves those paths
         self.ckpt_dirs = [(d / "checkpoints").resolve() for d in self.run_dirs]
         self.resume_from = resume_from
+        if resume_from is not None:
+            expect_existing_checkpoints()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         name = Path(path).name
@@ -126,4 +128,14 @@ class MemberCheckpointIO(AtomicCheckpointIO):
             ckpt = read_checkpoint(p)
             check_resumable(ckpt, p)
             ckpts.append(ckpt)
-        return merge_checkpoints(ckpts)
+        ens = merge_checkpoints(ckpts)
+        # The first member's ModelCheckpoint state names the directory it was written in; moved since
+        # (a copied or renamed sweep), Lightning would warn that the dirpath changed and drop the
+        # state. Its files moved with it: the state names the directory the ensemble writes now.
+        ens["callbacks"] = {
+            name: _repath(state, state["dirpath"], str(self.ckpt_dirs[0]))
+            if isinstance(state, dict) and isinstance(state.get("dirpath"), str)
+            else state
+            for name, state in ens["callbacks"].items()
+        }
+        return ens

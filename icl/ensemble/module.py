@@ -26,7 +26,7 @@ from icl.sampling import Sampler
 from icl.speed import keep_freed_memory
 from icl.trackers import CSVMetrics
 from icl.training.loss import prefix_losses
-from icl.training.module import build_optimizer, metrics_row
+from icl.training.module import StepRate, build_optimizer, metrics_row
 
 # The stacked parameters are views into one (M, P) buffer and so are their gradients: autograd
 # accumulates into them in place, which is the point; its note about strides does not apply.
@@ -63,6 +63,7 @@ class EnsembleModule(L.LightningModule):
         self.on_diverged: Callable[[int, int], None] | None = None
         self._status: dict[str, torch.Tensor] | None = None  # on the device; read at sync points
         self._clips: torch.Tensor | None = None  # (M,) train.grad_clip per member (inf: off)
+        self._rate = StepRate()
 
     @property
     def members(self) -> int:
@@ -78,8 +79,9 @@ class EnsembleModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """After backward: each member's non-finite guard and gradient clipping, then the metrics
-        rows of a log step. Decided on the device; read on the host every step on the CPU (free)
-        and at log steps and checkpoint saves elsewhere (no per-step host sync)."""
+        rows of a log step (with each member's gradient norm before clipping). Decided on the
+        device; read on the host every step on the CPU (free) and at log steps and checkpoint saves
+        elsewhere (no per-step host sync)."""
         opt: StackedAdam = self.optimizers(use_pl_optimizer=False)
         grad = opt.grad  # (M, P)
         status = self._device_status()
@@ -93,17 +95,18 @@ class EnsembleModule(L.LightningModule):
             status["first_bad"] = torch.where(newly, self.global_step, status["first_bad"])
             status["alive"] &= finite
             apply = status["alive"]
+        log = self._is_log_step()
+        norms = torch.linalg.vector_norm(grad, 2.0, dim=1) if log or self._clips is not None else None
         if self._clips is not None:  # torch.nn.utils.clip_grad_norm_ per member, as Lightning calls it
-            norms = torch.linalg.vector_norm(grad, 2.0, dim=1)
             grad.mul_((self._clips / (norms + 1e-6)).clamp(max=1.0)[:, None])
         on_host = self.device.type == "cpu"
         if on_host:
             self._sync_status()
         opt.apply = None if on_host and bool(apply.all()) else apply
-        if self._is_log_step():
+        if log:
             if not on_host:
                 self._sync_status()
-            self._log_rows()
+            self._log_rows([group["lr"] for group in opt.param_groups], norms)
 
     def _device_status(self) -> dict[str, torch.Tensor]:
         if self._status is None:
@@ -145,14 +148,17 @@ class EnsembleModule(L.LightningModule):
         step = self.global_step + 1
         return step % self.shared.log_every == 0 or step == self.shared.steps
 
-    def _log_rows(self) -> None:
+    def _log_rows(self, lrs: list[float], norms: torch.Tensor) -> None:
         # As ICLModule._log_row: written here so that the rows precede this step's checkpoint.
-        values = self._losses.tolist()  # one host sync per logged step
+        # One host sync per logged step; steps/s is the ensemble's, every member's.
+        values = torch.cat([self._losses, norms.to(self._losses)[:, None]], dim=1).tolist()
         dims, points = self.samplers[0].curriculum.at(self.global_step)
         skip = self.shared.nonfinite == "skip"
         alive = [m for m in range(self.members) if m not in self.diverged]
+        rate = self._rate(self.global_step + 1)
         for m in alive:
-            row = metrics_row(values[m], dims, points, self.skipped_steps[m] if skip else None)
+            *losses, norm = values[m]
+            row = metrics_row(losses, dims, points, self.skipped_steps[m] if skip else None, lrs[m], norm, rate)
             for logger in self.member_loggers[m]:
                 logger.log_metrics(row, step=self.global_step)
         mean = sum(values[m][0] for m in alive) / len(alive)
@@ -193,6 +199,9 @@ class EnsembleModule(L.LightningModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         return self._stream.batch(batch, self.device) if isinstance(batch, int) else batch
+
+    def on_train_start(self) -> None:
+        self._rate.start(self.global_step)
 
     def on_fit_start(self) -> None:
         torch.set_float32_matmul_precision("high" if self.shared.tf32 else "highest")

@@ -12,7 +12,6 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
 
 from icl import runs, runstate
 from icl.checkpoint.io import LAST, read_checkpoint
@@ -29,7 +28,7 @@ from icl.interrupts import StopOnSignal
 from icl.progress import progress_callbacks
 from icl.resources import check_resources
 from icl.runstate import checkpoint_steps
-from icl.trackers import build_loggers
+from icl.trackers import build_loggers, close_loggers, log_suite
 
 
 class MembersPeriodicEval(Callback):
@@ -45,9 +44,7 @@ class MembersPeriodicEval(Callback):
             return
         for m, ev in enumerate(self.evals):
             if m not in module.diverged:
-                values = ev.values(module.model.member(m), module.device)
-                for lg in module.member_loggers[m]:
-                    lg.log_metrics(values, step=step)
+                ev.log_curves(module.member_loggers[m], module.model.member(m), module.device, step)
 
 
 def check_members(cfgs: list[Config]) -> None:
@@ -151,27 +148,29 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
         (d / DIVERGED_FILE).unlink(missing_ok=True)
     names = ", ".join(d.name for d in run_dirs)
     print(f"ensemble of {len(run_dirs)} runs in {run_dirs[0].parent}: {names}", file=sys.stderr)
+    finished = False
     try:
         with stop.installed():
             trainer.fit(module, ckpt_path=str(resume_from[0]) if resume_from else None)
             trainer.save_checkpoint(ckpt_dirs[0] / LAST)
+        finished = True
     except NonFiniteError:
-        pass  # every member diverged; each one's marker is written
+        finished = True  # every member diverged; each one's marker is written
     except OSError as e:
         raise WriteError(
             f"{e.filename or run_dirs[0]}: {e.strerror or e}; training stopped at step {trainer.global_step} and "
             "every checkpoint already written is intact (free space or fix the permission, then run the sweep again)"
         ) from None
     finally:
-        for loggers in module.member_loggers:
-            for lg in loggers:
-                lg.finalize("success")
-                if isinstance(lg, WandbLogger):  # the members' runs share this process: end each one
-                    lg.experiment.finish()
+        if not finished:  # the members' runs share this process: end each one
+            for loggers in module.member_loggers:
+                close_loggers(loggers)
     outcome = {}
     for m, (cfg, d) in enumerate(zip(cfgs, run_dirs, strict=True)):
+        loggers = module.member_loggers[m]
         if m in module.diverged:
             outcome[d] = "diverged"
+            close_loggers(loggers)
             continue
         if module.skipped_steps[m]:
             print(
@@ -180,7 +179,10 @@ def _fit(cfgs, run_dirs, start, resume_from, changes, keep_rows, evaluate, resum
                 file=sys.stderr,
             )
         if evaluate:
-            evaluate_suite(module.model.member(m).eval(), cfg, "in_distribution", d / "eval" / "in_distribution")
+            out = d / "eval" / "in_distribution"
+            records = evaluate_suite(module.model.member(m).eval(), cfg, "in_distribution", out)
+            log_suite(loggers, records, trainer.global_step, out, "in_distribution")  # curves, figures
+        close_loggers(loggers)  # each member's wandb run ends complete on disk
         outcome[d] = "trained"
     return outcome
 

@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from icl.errors import ICLError
-from icl.model import ICLTransformer, ModelConfig, sinusoidal_positions
+from icl.model import ACTIVATIONS, ICLTransformer, ModelConfig, sinusoidal_positions
 from icl.speed import use_matmul_attention
 
 # Shapes in comments: M members, then as in icl/model.py: B batch, N points, D input dims,
@@ -89,7 +89,7 @@ class StackedAttention(nn.Module):
 
 
 class StackedBlock(nn.Module):
-    """Block (icl/model.py) of M members: pre-LN attention, then the exact-GELU MLP."""
+    """Block (icl/model.py) of M members: pre-LN attention, then the GELU MLP (``model.activation``)."""
 
     def __init__(self, members: int, cfg: ModelConfig) -> None:
         super().__init__()
@@ -100,12 +100,13 @@ class StackedBlock(nn.Module):
         self.fc = StackedLinear(members, E, cfg.mlp_ratio * E)
         self.fc_out = StackedLinear(members, cfg.mlp_ratio * E, E)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = ACTIVATIONS[cfg.activation]
 
     def forward(self, h: Tensor, bias: Tensor, queries: slice | None = None) -> Tensor:
         """(M, B, T, E) -> (M, B, Q, E)."""
         a = self.drop(self.attn(self.ln1(h), bias, queries))  # (M, B, Q, E)
         h = h + a if queries is None else h[:, :, queries] + a  # (M, B, Q, E)
-        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)))))  # (M, B, Q, E)
+        return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)), approximate=self.approximate)))  # (M, B, Q, E)
 
 
 class StackedTransformer(nn.Module):

@@ -1,5 +1,5 @@
-"""Evaluation during training: the Lightning callback that logs error curves of the model and
-some baselines every ``eval.every`` steps."""
+"""Evaluation during training: the Lightning callback that sends error curves of the model and
+some baselines to every logger every ``eval.every`` steps."""
 
 from __future__ import annotations
 
@@ -8,37 +8,46 @@ from lightning.pytorch.callbacks import Callback
 
 from icl.config import Config
 from icl.evaluation.curves import error_curves
-from icl.evaluation.ks import interesting_ks
 from icl.evaluation.run import build_baselines, build_predictors
 from icl.evaluation.scenarios import build_suite
+from icl.evaluation.scenarios.identity import distinct
 from icl.sampling import Sampler
+from icl.trackers import Curves, curve_metrics, log_evaluation
 
 
 class PeriodicEval(Callback):
     """Every ``eval.every`` steps: curves of the model and ``eval.periodic_baselines`` on
-    ``eval.periodic_suite`` with ``eval.periodic_n_prompts`` prompts, sent to every logger
-    as eval/<scenario>/<predictor>/mse@<k> for k in ``interesting_ks`` (1, d/2, d, 2d, last)."""
+    ``eval.periodic_suite`` with ``eval.periodic_n_prompts`` prompts, sent to every logger by
+    ``icl.trackers.log_evaluation``: eval/<scenario>/<predictor>/mse@<k> for every k and, in
+    wandb, a line plot per scenario."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.sampler = Sampler(cfg.data, cfg.eval.seed)
-        self.scenarios = build_suite(cfg.eval.periodic_suite, cfg, self.sampler.mixture)
+        self.scenarios, _ = distinct(build_suite(cfg.eval.periodic_suite, cfg, self.sampler.mixture), cfg)
         self.baselines = build_baselines(cfg.eval.periodic_baselines, cfg.data.n_dims)
-        self.ks = interesting_ks(cfg.data.n_dims, cfg.data.n_points)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step % self.cfg.eval.every or trainer.global_rank != 0:
             return
-        values = self.values(module.model, module.device)
-        for lg in trainer.loggers:
-            lg.log_metrics(values, step=step)
+        self.log_curves(trainer.loggers, module.model, module.device, step)
+
+    def log_curves(self, loggers, model, device, step: int) -> None:
+        """Evaluate ``model`` now and send its curves to ``loggers`` at ``step``. (Not ``log``: Lightning
+        sets a callback's ``log`` to the module's.)"""
+        log_evaluation(loggers, self.curves(model, device), step)
 
     def values(self, model, device) -> dict[str, float]:
-        """The logged values of ``model`` now (its train/eval mode is restored afterwards)."""
+        """The scalars of ``model`` now: eval/<scenario>/<predictor>/mse@<k> for every k."""
+        return curve_metrics(self.curves(model, device))
+
+    def curves(self, model, device) -> Curves:
+        """Mean error at every k per scenario and predictor of ``model`` now (its train/eval mode
+        is restored afterwards)."""
         was_training = model.training
         model.eval()
-        values: dict[str, float] = {}
+        curves: Curves = {}
         with torch.no_grad():
             for sc in self.scenarios:
                 predictors = build_predictors(
@@ -60,8 +69,6 @@ class PeriodicEval(Callback):
                     query=sc.query,
                     device=device,
                 )
-                for pred, err in result.sq_errors.items():
-                    mean = err.mean(axis=0)
-                    values.update({f"eval/{sc.name}/{pred}/mse@{k}": float(mean[k]) for k in self.ks if k < len(mean)})
+                curves[sc.name] = {pred: err.mean(axis=0).tolist() for pred, err in result.sq_errors.items()}
         model.train(was_training)
-        return values
+        return curves

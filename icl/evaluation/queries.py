@@ -1,6 +1,7 @@
 """Query shifts and their registry ``QUERY_SHIFTS``: the query at position i is drawn differently
 from the context before it (paper 2's robustness suite and more), as query inputs (B, N, D) for
-every position at once; and predicting at such queries with any predictor."""
+every position at once; and predicting at such queries with any predictor. User modules add
+shifts with ``register``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from icl.errors import ICLError
+from icl.plugins import check_free
 
 # (context xs, fresh inputs, generator) -> (context xs, query xs). A shift that keeps the context
 # returns its xs object itself; a new context tensor gets its labels recomputed (curves.shift_queries).
@@ -46,6 +48,15 @@ QUERY_SHIFTS: dict[str, QueryShift] = {
     "repeat": repeat,
     "negated": negated,
 }
+
+
+def register(name: str, shift: QueryShift) -> None:
+    """Add a query shift under ``name`` (what scenarios' ``query`` names); the same function again
+    does nothing."""
+    if not (callable(shift) and name.isidentifier()):
+        raise ICLError(f"query shift {name!r}: allowed: a snake_case name and a function (xs, fresh, gen) -> (xs, qxs)")
+    check_free("query shift", name, shift, QUERY_SHIFTS)
+    QUERY_SHIFTS[name] = shift
 
 
 def query_shift(name: str) -> QueryShift:

@@ -1,24 +1,29 @@
 """Writing error curves: a JSON with the numbers (mean and 90% bootstrap interval per k, the
 fraction of the least-squares-to-Bayes gap closed where both references were evaluated, and what
-produced them: checkpoint and settings), a CSV of the same numbers and a PNG plot, paper style.
-Files are written atomically."""
+produced them: checkpoint and settings), a CSV of the same numbers and a plot (PNG and PDF, styled
+by icl/figures.py). Files are written atomically."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from icl.evaluation.curves import CurveResult  # noqa: E402
-from icl.evaluation.gap import DEFINITION, gap_closed_all  # noqa: E402
-from icl.evaluation.provenance import CHECKPOINT, SETTINGS  # noqa: E402
-from icl.fileio import atomic_write  # noqa: E402
+from icl.evaluation.curves import CurveResult
+from icl.evaluation.gap import DEFINITION, gap_closed_all
+from icl.evaluation.provenance import CHECKPOINT, SETTINGS
+from icl.figures import (
+    check_yscale,
+    choose_yaxis,
+    color,
+    legend_outside,
+    line_style,
+    mark_k_equals_d,
+    plt,
+    save_figure,
+    set_yaxis,
+)
+from icl.fileio import atomic_write
 
 CONVENTIONS = {
     "mse": "raw MSE (paper 1; unit-variance functions, the zero predictor scores about 1)",
@@ -35,9 +40,12 @@ def write_curves(
     extra: dict[str, Any] | None = None,
     checkpoint: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
+    yscale: str = "auto",
 ) -> dict[str, Any]:
-    """Write ``name.json``, ``name.csv`` and ``name.png`` in ``out_dir``; return the JSON record.
-    ``checkpoint`` and ``settings`` (icl.evaluation.provenance) say what produced the curves."""
+    """Write ``name.json``, ``name.csv``, ``name.png`` and ``name.pdf`` in ``out_dir``; return the JSON
+    record. ``checkpoint`` and ``settings`` (icl.evaluation.provenance) say what produced the curves;
+    ``yscale``: auto, linear or log (icl.figures.choose_yaxis)."""
+    check_yscale(yscale)
     scale = 1.0 / result.n_dims if convention == "mse_over_d" else 1.0
     summary = result.summary()
     for stats in summary.values():
@@ -63,20 +71,7 @@ def write_curves(
         record["gap_closed_text"] = DEFINITION
     atomic_write(out_dir / f"{name}.json", json.dumps(record, indent=1))
     atomic_write(out_dir / f"{name}.csv", curves_csv(record))
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for pred_name, stats in summary.items():
-        ax.plot(record["k"], stats["mean"], label=pred_name, lw=2 if pred_name == "model" else 1.3)
-        ax.fill_between(record["k"], stats["ci_low"], stats["ci_high"], alpha=0.2)
-    ax.axvline(result.n_dims, color="grey", ls=":", lw=1)
-    ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("MSE / d" if convention == "mse_over_d" else "MSE")
-    ax.set_ylim(bottom=0)
-    step = (checkpoint or {}).get("global_step")
-    at = f", step {step}" if step is not None else ""
-    ax.set_title(f"{title}\n({CONVENTIONS[convention].split(' (')[0]}, {record['n_prompts']} prompts{at})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, out_dir / f"{name}.png")
+    plot_curves(record, out_dir / f"{name}.png", yscale)
     return record
 
 
@@ -97,25 +92,50 @@ def curves_csv(record: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def save_figure(fig, path: Path) -> None:
-    png = io.BytesIO()
-    fig.savefig(png, dpi=120, format="png")
-    plt.close(fig)
-    atomic_write(path, png.getvalue())
+def plot_curves(record: dict[str, Any], path: Path, yscale: str = "auto") -> None:
+    """Error vs k of every predictor in ``record`` with its 90% band, the k = d line, and a y axis
+    that keeps the model readable (icl.figures.set_yaxis)."""
+    ks, convention = record["k"], record["convention"]
+    drawn = {p: (ks, s["mean"]) for p, s in record["curves"].items()}
+    upper = {p: s["ci_high"] for p, s in record["curves"].items()}
+    axis = choose_yaxis({p: y for p, (_, y) in drawn.items()}, yscale, keep=("model",), upper=upper)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for pred_name, stats in record["curves"].items():
+        c, main = color(pred_name), pred_name == "model"
+        style = {"lw": 2.2, "zorder": 3} if main else {"lw": 1.3, "ls": line_style(pred_name), "zorder": 2}
+        ax.plot(ks, stats["mean"], color=c, label=pred_name, **style)
+        if pred_name not in axis.off_scale:  # an off-scale curve's band would cover the axis
+            ax.fill_between(ks, stats["ci_low"], stats["ci_high"], color=c, alpha=0.18, lw=0)
+    if record["n_dims"] < len(ks):
+        mark_k_equals_d(ax, record["n_dims"])
+    set_yaxis(ax, drawn, axis=axis)
+    ax.set_xlabel("in-context examples k")
+    ax.set_ylabel("MSE / d" if convention == "mse_over_d" else "MSE")
+    step = (record.get(CHECKPOINT) or {}).get("global_step")
+    at = f", step {step}" if step is not None else ""
+    what = CONVENTIONS[convention].split(" (")[0]
+    ax.set_title(f"{record['title']}\n({what}, {record['n_prompts']} prompts{at})", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.25, lw=0.5)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def write_prediction_sweep(grid, curves: dict[str, Any], truth, ctx_x, ctx_y, path: Path, title: str) -> None:
     """Paper 1 Figs. 4-6: predictions vs x_query over a grid, for fixed in-context examples
     (one panel per prompt). ``curves[name]`` and ``truth`` are (P, G); ctx_* are (P, k)."""
     P = truth.shape[0]
-    fig, axes = plt.subplots(1, P, figsize=(3.2 * P, 3), squeeze=False)
+    fig, axes = plt.subplots(1, P, figsize=(3.2 * P, 3.6), squeeze=False, layout="constrained")
     for p, ax in enumerate(axes[0]):
         ax.plot(grid, truth[p], color="black", lw=2, label="true f")
         for name, pred in curves.items():
-            ax.plot(grid, pred[p], lw=1.5 if name == "model" else 1, label=name)
+            ax.plot(grid, pred[p], color=color(name), ls=line_style(name), lw=1.5 if name == "model" else 1, label=name)
         ax.scatter(ctx_x[p], ctx_y[p], color="red", s=12, zorder=5, label="context")
         ax.set_xlabel("x query")
-    axes[0][0].legend(fontsize=7)
+        ax.set_ylabel("f(x query), prediction")
+        low, high = truth[p].min(), truth[p].max()  # exploding baselines must not flatten f
+        pad = 0.5 * max(high - low, 1.0)
+        ax.set_ylim(low - pad, high + pad)
+    legend_outside(fig, axes[0][0])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     save_figure(fig, path)

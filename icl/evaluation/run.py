@@ -7,6 +7,8 @@ holds this checkpoint's evaluation with these settings is reused instead of reco
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +16,20 @@ import torch
 
 from icl import outputs
 from icl.baselines import BASELINES, build_baseline
-from icl.checkpoint.io import resolve_checkpoint
+from icl.checkpoint.io import LAST, resolve_checkpoint
 from icl.checkpoint.load import load_model
 from icl.config import Config
+from icl.console import duration, say
 from icl.errors import ICLError
 from icl.eval_config import MAX_PROMPTS
 from icl.evaluation.curves import error_curves
 from icl.evaluation.gap import DEFINITION, fmt_gap
-from icl.evaluation.ks import interesting_ks
+from icl.evaluation.ks import table_ks
 from icl.evaluation.provenance import describe, infer_checkpoint, matches, read_record, settings
 from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
+from icl.evaluation.scenarios.identity import distinct
+from icl.figures import check_yscale, configured_yscale
 from icl.fileio import atomic_write
 from icl.resources import check_evaluation
 from icl.rng import Domain
@@ -48,21 +53,26 @@ def scenario_dependent(name: str) -> bool:
     return name in BASELINES and BASELINES[name].scenario_dependent
 
 
-def build_baselines(names: list[str], n_dims: int) -> dict[str, Any]:
+def build_baselines(names: list[str], n_dims: int, notes: list[str] | None = None) -> dict[str, Any]:
     """The baselines named in ``names`` that do not depend on the scenario, built once per
     evaluation (the others are built by ``build_predictors``). ``checkpoint:PATH`` loads a trained
     model (a run directory or a .ckpt file) as a baseline, e.g. a specialist to compare with a
-    mixture model; its display name is ``checkpoint(<run name>)``, or ``checkpoint(<run
-    name>:<file stem>)`` where several files of one run name are compared."""
+    mixture model, under the display name of ``checkpoint_labels``; a checkpoint file named twice
+    is one baseline, said in ``notes``."""
     specs = [name.partition(":") for name in names]
     labels = checkpoint_labels([arg for kind, sep, arg in specs if kind == "checkpoint" and sep])
     built: dict[str, Any] = {}
+    named: dict[str, str] = {}  # display name -> the baseline name that built it
     for name, (kind, sep, arg) in zip(names, specs, strict=True):
         if scenario_dependent(name):
             continue
         if kind == "checkpoint" and sep:
             ckpt, label = labels[arg]
-            if label in built:  # the same file named twice
+            if label in built:
+                if notes is not None:
+                    notes.append(
+                        f"baselines {named[label]} and {name}: the same checkpoint file {ckpt}, one baseline {label}"
+                    )
                 continue
             model, _cfg = load_model(ckpt)
             if model.n_dims != n_dims:
@@ -70,7 +80,7 @@ def build_baselines(names: list[str], n_dims: int) -> dict[str, Any]:
                     f"baseline {name}: the checkpoint takes {model.n_dims}-d inputs; allowed: a model of "
                     f"the evaluated model's input dims ({n_dims})"
                 )
-            built[label] = build_baseline("checkpoint", model=model, label=label).predict
+            built[label], named[label] = build_baseline("checkpoint", model=model, label=label).predict, name
         else:
             built[name] = build_baseline(name).predict
     return built
@@ -78,8 +88,10 @@ def build_baselines(names: list[str], n_dims: int) -> dict[str, Any]:
 
 def checkpoint_labels(paths: list[str]) -> dict[str, tuple[Path, str]]:
     """PATH of each ``checkpoint:PATH`` -> (checkpoint file, display name). Names are unique per
-    file: ``checkpoint(<run>)``, or ``checkpoint(<run>:<file stem>)`` where files of one run name
-    collide (e.g. two steps of a run); the same file named twice is one baseline."""
+    file: ``checkpoint(<run>)`` where a run's last.ckpt is its only file named, else
+    ``checkpoint(<run>:<file stem>)``, e.g. checkpoint(qs:step=0000200) beside checkpoint(qs:last);
+    the same file named twice is one baseline (``build_baselines`` notes it); two files that would
+    share a name (last.ckpt of two runs with one directory name) are refused."""
     files: dict[str, Path] = {}
     for arg in paths:
         if not arg:
@@ -96,7 +108,8 @@ def checkpoint_labels(paths: list[str]) -> dict[str, tuple[Path, str]]:
     owner: dict[str, tuple[str, Path]] = {}
     for arg, ckpt in files.items():
         run = run_name(ckpt)
-        label = f"checkpoint({run})" if len(by_run[run]) == 1 else f"checkpoint({run}:{ckpt.stem})"
+        alone = len(by_run[run]) == 1 and ckpt.name == LAST
+        label = f"checkpoint({run})" if alone else f"checkpoint({run}:{ckpt.stem})"
         first = owner.setdefault(label, (arg, ckpt.resolve()))
         if first[1] != ckpt.resolve():
             raise ICLError(
@@ -144,6 +157,8 @@ def evaluate_suite(
     check_memory: bool = False,
     checkpoint: dict[str, Any] | None = None,
     reuse: bool = True,
+    yscale: str | None = None,
+    progress: Callable[[str], None] | None = say,
 ) -> SuiteRecords:
     """Evaluate ``model`` (an ICLTransformer trained with ``cfg``) on ``suite``; write to
     ``out_dir``; return {scenario name: JSON record}. ``check_memory``: refuse, before any work, an
@@ -151,20 +166,24 @@ def evaluate_suite(
     evaluation, which the run's pre-flight estimate already includes). ``checkpoint``: the model's
     ``provenance.checkpoint_info`` (default: inferred, icl.evaluation.provenance.infer_checkpoint).
     ``reuse``: where ``out_dir`` already holds every scenario of this checkpoint with these settings
-    (and no checkpoint:PATH baseline), return those records (``.reused``) and write nothing."""
+    (and no checkpoint:PATH baseline), return those records (``.reused``) and write nothing.
+    ``yscale``: the figures' y axes, auto, linear or log (default: icl.figures.configured_yscale).
+    ``progress``: called with one line per scenario as it finishes (default: flushed to stderr)."""
     out_dir = Path(out_dir)
     # Before any work: the CLI checks too, but training and sweeps call this directly.
     outputs.check_replaceable(out_dir, outputs.EVAL, OUT_FLAG)
     if convention not in CONVENTIONS:
         raise ICLError(f"--convention: got {convention!r}; allowed: {', '.join(CONVENTIONS)}")
     names = list(cfg.eval.baselines if baselines is None else baselines)
-    built = build_baselines(names, cfg.data.n_dims)
+    merged: list[str] = []
+    built = build_baselines(names, cfg.data.n_dims, merged)
     field = "eval.n_prompts" if n_prompts is None else "--n-prompts"
     n_prompts = cfg.eval.n_prompts if n_prompts is None else n_prompts
     if not 1 <= n_prompts <= MAX_PROMPTS:
         raise ICLError(f"{field}: got {n_prompts}; allowed: an integer in 1..{MAX_PROMPTS}")
     sampler = Sampler(cfg.data, cfg.eval.seed)
-    scenarios = build_suite(suite, cfg, sampler.mixture)
+    scenarios, left_out = suite_scenarios(suite, cfg, sampler.mixture)
+    yscale = configured_yscale(cfg.eval) if yscale is None else check_yscale(yscale, "yscale")
     if check_memory:
         check_evaluation(
             cfg,
@@ -185,6 +204,9 @@ def evaluate_suite(
     cached = current_suite(out_dir, checkpoint, wanted) if reuse else None
     if cached is not None:
         return cached
+    if progress is not None:  # after every check of the input: bad input gets its one line only
+        for note in merged:
+            progress(note)
     device = next(model.parameters()).device
     model.eval()
     partial = outputs.begin(out_dir, outputs.EVAL)
@@ -203,6 +225,9 @@ def evaluate_suite(
             suite,
             checkpoint,
             wanted,
+            merged + left_out,
+            yscale,
+            progress,
         )
     except BaseException:
         outputs.discard(partial)  # never leave a partial result behind
@@ -211,11 +236,19 @@ def evaluate_suite(
     return records
 
 
+def suite_scenarios(suite: str, cfg: Config, mixture: PretrainMixture) -> tuple[list[Scenario], list[str]]:
+    """The scenarios of ``suite`` (a suite or one scenario family), one per definition, and a note
+    for each one left out as the same evaluation as another (icl.evaluation.scenarios.identity)."""
+    return distinct(build_suite(suite, cfg, mixture), cfg)
+
+
 def scenario_settings(
     sc: Scenario, cfg: Config, suite: str, n_prompts: int, baselines: list[str], convention: str
 ) -> dict[str, Any]:
     """The settings a scenario's record is reused for (provenance.settings)."""
     definition = {"title": sc.title, "n_points": sc.n_points or cfg.data.n_points, "query": sc.query}
+    if sc.spec is not None:  # a suite file's scenario: its entry, which may change under the same name
+        definition["spec"] = sc.spec
     return settings(
         suite=suite,
         scenario=sc.name,
@@ -244,12 +277,28 @@ def current_suite(out_dir: Path, checkpoint: dict[str, Any], wanted: dict[str, d
 
 
 def _run_scenarios(
-    model, cfg, sampler, scenarios, names, built, n_prompts, convention, device, partial, suite, checkpoint, wanted
+    model,
+    cfg,
+    sampler,
+    scenarios,
+    names,
+    built,
+    n_prompts,
+    convention,
+    device,
+    partial,
+    suite,
+    checkpoint,
+    wanted,
+    left_out,
+    yscale,
+    progress,
 ):
     records = SuiteRecords()
-    notes: list[str] = []
+    notes: list[str] = list(left_out)
+    start = time.monotonic()
     with torch.no_grad():
-        for sc in scenarios:
+        for i, sc in enumerate(scenarios, start=1):
             predictors = build_predictors(model, names, built, sc, sampler.mixture, cfg.data.n_dims, notes)
             result = error_curves(
                 predictors,
@@ -270,12 +319,24 @@ def _run_scenarios(
                 extra={"group": sc.group, "value": sc.value, "query": sc.query},
                 checkpoint=checkpoint,
                 settings=wanted[sc.name],
+                yscale=yscale,
             )
             if cfg.data.n_dims == 1 and sc.query is None:
                 prediction_sweep(predictors, sampler, sc, cfg, partial / f"{sc.name}.sweep.png", device)
+            if progress is not None:
+                progress(scenario_line(records[sc.name], cfg, f"[{i}/{len(scenarios)}]", time.monotonic() - start))
     tables = write_tables(records, scenarios, cfg, partial)
     write_summary(records, tables, notes, cfg, suite, convention, n_prompts, partial, checkpoint)
     return records
+
+
+def scenario_line(record: dict[str, Any], cfg: Config, counter: str, elapsed: float) -> str:
+    """``[i/n] NAME: H:MM:SS, model MSE at k=K X``: the model's error at the table k."""
+    k = table_k(cfg, len(record["k"]))
+    what = "MSE/d" if record["convention"] == "mse_over_d" else "MSE"
+    model = record["curves"].get("model")
+    err = f", model {what} at k={k} {model['mean'][k]:.4f}" if model else ""
+    return f"{counter} {record['scenario']}: {duration(elapsed)}{err}"
 
 
 def prediction_sweep(
@@ -351,11 +412,11 @@ def write_summary(
     lines += [t for t in tables.values()]
     for name, rec in records.items():
         n = len(rec["k"])
-        ks = sorted((set(interesting_ks(cfg.data.n_dims, n)) | {table_k(cfg, n)}) & set(rec["k"]))
+        ks = table_ks(cfg.data.n_dims, n, (table_k(cfg, n),))
         lines += [
             f"## {rec['title']}",
             "",
-            f"![{name}]({name}.png) · [{name}.json]({name}.json) · [{name}.csv]({name}.csv)",
+            f"![{name}]({name}.png) · [{name}.pdf]({name}.pdf) · [{name}.json]({name}.json) · [{name}.csv]({name}.csv)",
         ]
         if (out / f"{name}.sweep.png").exists():
             lines.append(f" · [prediction sweep]({name}.sweep.png)")

@@ -6,13 +6,21 @@ asked for (icl.evaluation.provenance); otherwise it is recomputed and overwritte
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
+from icl.console import duration, say
 from icl.evaluation.curves import error_curves
 from icl.evaluation.provenance import SETTINGS, matches, read_record, settings
 from icl.evaluation.report import write_curves
-from icl.evaluation.run import build_baselines, build_predictors, current_suite, evaluate_suite, scenario_settings
-from icl.evaluation.scenarios import build_suite
+from icl.evaluation.run import (
+    build_baselines,
+    build_predictors,
+    current_suite,
+    evaluate_suite,
+    scenario_settings,
+    suite_scenarios,
+)
 from icl.evaluation.scenarios.base import Scenario, slug
 from icl.report.runs import Run, class_label
 from icl.sampling import PretrainMixture, Sampler
@@ -71,14 +79,19 @@ def class_settings(run: Run, cls: EvalClass, n_prompts: int) -> dict[str, Any]:
     )
 
 
-def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: list[str]) -> dict[str, Any]:
-    """Error curves of the run's model (and the references) on one class, cached in the run."""
+def class_curves(
+    run: Run, cls: EvalClass, n_prompts: int, device: str, notes: list[str], yscale: str = "auto"
+) -> dict[str, Any]:
+    """Error curves of the run's model (and the references) on one class, cached in the run; one
+    progress line says whether they were reused or evaluated."""
     out = run.path / "eval" / CLASSES_DIR
     checkpoint, wanted = run.checkpoint(device), class_settings(run, cls, n_prompts)
     record = read_record(out / f"{cls.name}.json")
     if record is not None and matches(record, checkpoint, wanted):
         notes += [n for n in record.get("notes", []) if n not in notes]
+        say(f"{run.path.name}: {cls.title}: reused (step {checkpoint['global_step']})")
         return record
+    start = time.monotonic()
     cfg, d = run.cfg, run.cfg.data.n_dims
     sampler = Sampler(cfg.data, cfg.eval.seed)
     scenario = Scenario(cls.name, cls.title, class_mixture(cls.spec, d))
@@ -88,7 +101,7 @@ def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: l
     )
     notes += [n for n in local if n not in notes]
     result = error_curves(predictors, sampler, n_prompts, mixture=scenario.mixture, device=device)
-    return write_curves(
+    record = write_curves(
         result,
         out,
         cls.name,
@@ -96,23 +109,40 @@ def class_curves(run: Run, cls: EvalClass, n_prompts: int, device: str, notes: l
         extra={"notes": local},
         checkpoint=checkpoint,
         settings=wanted,
+        yscale=yscale,
     )
+    took = duration(time.monotonic() - start)
+    say(f"{run.path.name}: {cls.title}: evaluated at step {checkpoint['global_step']} in {took}")
+    return record
 
 
-def suite_records(run: Run, suite: str, n_prompts: int, device: str, baselines: list[str]) -> dict[str, dict[str, Any]]:
+def suite_records(
+    run: Run, suite: str, n_prompts: int, device: str, baselines: list[str], yscale: str = "auto"
+) -> dict[str, dict[str, Any]]:
     """The run's eval/<suite> records (raw MSE, ``n_prompts`` prompts, at least ``baselines``: an
     `icl eval` with more baselines is reused), evaluated anew unless they record the run's newest
-    checkpoint and these settings."""
+    checkpoint and these settings; progress lines say which."""
     out = run.path / "eval" / suite
     checkpoint = run.checkpoint(device)
-    scenarios = build_suite(suite, run.cfg, Sampler(run.cfg.data, run.cfg.eval.seed).mixture)
+    scenarios, _ = suite_scenarios(suite, run.cfg, Sampler(run.cfg.data, run.cfg.eval.seed).mixture)
     have = (read_record(out / f"{scenarios[0].name}.json") or {}).get(SETTINGS) or {}
     names = have.get("baselines") if set(baselines) <= set(have.get("baselines") or []) else baselines
     wanted = {sc.name: scenario_settings(sc, run.cfg, suite, n_prompts, names, "mse") for sc in scenarios}
     records = current_suite(out, checkpoint, wanted)
-    if records is None:
-        model = run.model(device)
-        records = evaluate_suite(
-            model, run.cfg, suite, out, baselines=baselines, n_prompts=n_prompts, checkpoint=checkpoint, reuse=False
-        )
+    if records is not None:
+        say(f"{run.path.name}: suite {suite}: reused from {out} (step {checkpoint['global_step']})")
+        return dict(records)
+    say(f"{run.path.name}: suite {suite}: evaluating {len(scenarios)} scenarios at step {checkpoint['global_step']}")
+    records = evaluate_suite(
+        run.model(device),
+        run.cfg,
+        suite,
+        out,
+        baselines=baselines,
+        n_prompts=n_prompts,
+        checkpoint=checkpoint,
+        reuse=False,
+        yscale=yscale,
+        progress=lambda line: say(f"{run.path.name}: {line}"),
+    )
     return dict(records)

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from icl.evaluation.ks import interesting_ks
+from icl.evaluation.ks import table_ks
 from icl.report.cache import EvalClass, class_curves, eval_classes, suite_records
 from icl.report.runs import Run
 
@@ -22,13 +22,18 @@ class Report:
     device: str
     out: Path  # where sections write their files
     notes: list[str]
+    yscale: str = "auto"  # the figures' y axes: auto, linear or log (icl.figures.choose_yaxis)
 
     @classmethod
-    def evaluate(cls, runs: list[Run], k: int, n_prompts: int, device: str, out: Path, notes: list[str]) -> Report:
+    def evaluate(
+        cls, runs: list[Run], k: int, n_prompts: int, device: str, out: Path, notes: list[str], yscale: str = "auto"
+    ) -> Report:
         """Every run on every eval class (from the runs' caches where they hold these curves)."""
         classes = eval_classes(runs)
-        records = {r.path.name: {c.name: class_curves(r, c, n_prompts, device, notes) for c in classes} for r in runs}
-        return cls(runs, classes, records, k, n_prompts, device, out, notes)
+        records = {
+            r.path.name: {c.name: class_curves(r, c, n_prompts, device, notes, yscale) for c in classes} for r in runs
+        }
+        return cls(runs, classes, records, k, n_prompts, device, out, notes, yscale)
 
     @property
     def d(self) -> int:
@@ -39,8 +44,8 @@ class Report:
         return self.runs[0].cfg.data.n_points
 
     def shown_ks(self) -> list[int]:
-        """The k's of the per-class tables: the usual ones and the table k."""
-        return sorted(set(interesting_ks(self.d, self.n_points)) | ({self.k} & set(range(self.n_points))))
+        """The k's of the per-class tables: every k = 1..d, a few beyond (``table_ks``) and the table k."""
+        return table_ks(self.d, self.n_points, (self.k,))
 
     def curves(self, run: Run, cls: EvalClass) -> dict[str, dict[str, list[float]]]:
         """{predictor: {mean, ci_low, ci_high}} of ``run`` on ``cls``."""
@@ -57,4 +62,6 @@ class Report:
 
     def suite(self, name: str, baselines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
         """Run directory name -> scenario name -> record of eval suite ``name``, evaluated where a run lacks it."""
-        return {r.path.name: suite_records(r, name, self.n_prompts, self.device, baselines) for r in self.runs}
+        return {
+            r.path.name: suite_records(r, name, self.n_prompts, self.device, baselines, self.yscale) for r in self.runs
+        }

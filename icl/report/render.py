@@ -1,5 +1,5 @@
-"""How sections write what they show: numbers, Markdown and CSV tables, and the figures' backend
-and colours (one per run, in run order)."""
+"""How sections write what they show: numbers, Markdown and CSV tables, and the runs' colours (one
+per run, in run order); predictors' colours, y axes and saving figures are icl/figures.py's."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-
-from icl.fileio import atomic_write  # noqa: E402
+from icl.figures import plt
+from icl.fileio import atomic_write
 
 
 def fmt(v: float | None) -> str:
@@ -35,5 +31,6 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
 
 
 def colors(n: int) -> list[Any]:
+    """One colour per run, in run order (runs are sorted by their mixture weights)."""
     cmap = plt.get_cmap("viridis")
     return [cmap(i / max(1, n - 1) * 0.9) for i in range(n)]

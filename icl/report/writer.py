@@ -6,20 +6,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from icl import outputs
+from icl.console import say
 from icl.evaluation.run import table_k
+from icl.figures import check_yscale, configured_yscale
 from icl.fileio import atomic_write
 from icl.report.context import Report
 from icl.report.runs import collect_runs
-from icl.report.sections import fig1, fig2, fig3, gap_closed, gaps, sinusoid, training
+from icl.report.sections import fig1, fig2, fig3, gap_closed, gaps, learning, sinusoid, training
 from icl.resources import check_evaluation
 
-SECTIONS = (training, fig1, fig2, gap_closed, gaps, fig3, sinusoid)  # in report order
+SECTIONS = (training, learning, fig1, fig2, gap_closed, gaps, fig3, sinusoid)  # in report order
 
 
-def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None = None, device: str = "cpu") -> Path:
-    """Write report.md, CSV tables and PNG plots for the finished runs under ``sweep_dir``."""
+def write_report(
+    sweep_dir: Path,
+    out: Path | None = None,
+    n_prompts: int | None = None,
+    device: str = "cpu",
+    yscale: str | None = None,
+) -> Path:
+    """Write report.md, CSV tables and figures (PNG and PDF) for the finished runs under ``sweep_dir``;
+    one progress line (stderr) per run and evaluation computed or reused. ``yscale``: the figures' y
+    axes, auto, linear or log (default: icl.figures.configured_yscale of the first run)."""
+    if yscale is not None:
+        check_yscale(yscale, "--yscale")
     runs, skipped = collect_runs(sweep_dir)
     cfg = runs[0].cfg
+    yscale = yscale or configured_yscale(cfg.eval)
     if n_prompts is not None:
         check_evaluation(cfg, n_prompts, "--n-prompts")  # the range, and memory for the largest run
     n_prompts = n_prompts or cfg.eval.n_prompts
@@ -29,7 +42,7 @@ def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None
     partial = outputs.begin(out, outputs.REPORT)
     notes = list(skipped)
     try:
-        report = Report.evaluate(runs, k, n_prompts, device, partial, notes)
+        report = Report.evaluate(runs, k, n_prompts, device, partial, notes, yscale)
         parts = [
             f"# Report: {sweep_dir}\n\n{len(runs)} finished runs; raw MSE (paper 1's convention: unit-variance "
             f"functions, the zero predictor scores about 1) on {n_prompts} prompts per class, evaluation seed "
@@ -38,7 +51,10 @@ def write_report(sweep_dir: Path, out: Path | None = None, n_prompts: int | None
             "evaluated at its newest checkpoint (runs table); evaluations cached in a run are reused only when "
             "they record that checkpoint (step and weights hash) and these settings.\n"
         ]
-        parts += [section.write(report) for section in SECTIONS if section.applies(runs)]
+        for section in SECTIONS:
+            if section.applies(runs):
+                parts.append(section.write(report))
+                say(f"section {section.__name__.rsplit('.', 1)[-1]}: written")
         if notes:
             parts.append("## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
         atomic_write(partial / "report.md", "\n".join(parts))

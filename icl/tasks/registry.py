@@ -1,24 +1,31 @@
-"""The function-class registry: ``TASKS`` (config name -> class, filled by ``icl/tasks/__init__.py``)
-and ``build_task(name, params)``, which turns a config entry into a checked ``FunctionClass``."""
+"""The function-class registry: ``TASKS`` (config name -> class, filled by ``icl/tasks/__init__.py``
+and by user modules through ``register``) and ``build_task(name, params)``, which turns a config
+entry into a checked ``FunctionClass``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
 from typing import Any
 
 from icl.errors import ICLError
+from icl.plugins import check_free
 from icl.tasks.base import FunctionClass
 
 TASKS: dict[str, type[FunctionClass]] = {}
 
 
 def register(*classes: type[FunctionClass]) -> None:
-    """Add function classes to ``TASKS`` under their ``name`` (the config name)."""
+    """Add function classes to ``TASKS`` under their ``name`` (the config name). Registering the
+    same class again does nothing; another class under a taken name is refused."""
     for cls in classes:
-        if not cls.name or cls.name in TASKS:
-            raise ICLError(f"function class {cls.__name__}: name {cls.name!r} is empty or registered twice")
+        if not (isinstance(cls, type) and issubclass(cls, FunctionClass) and dataclasses.is_dataclass(cls)):
+            raise ICLError(f"function class {cls!r}: allowed: a dataclass subclass of icl.tasks.FunctionClass")
+        if not cls.name:
+            raise ICLError(f"function class {cls.__name__}: empty name; allowed: a snake_case class attribute `name`")
+        check_free("function class", cls.name, cls, TASKS)
         TASKS[cls.name] = cls
 
 

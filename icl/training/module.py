@@ -1,10 +1,12 @@
 """The LightningModule: an ICLTransformer trained on a Sampler's step stream with the prefix
-loss; optimiser and schedule, the non-finite guard, the metrics row of each logged step, and
-what every checkpoint records. Thin: the maths lives in model.py, sampling.py and loss.py."""
+loss; optimiser and schedule, the non-finite guard, the metrics row of each logged step (loss,
+learning rate, gradient norm, steps/s), and what every checkpoint records. Thin: the maths lives
+in model.py, sampling.py and loss.py."""
 
 from __future__ import annotations
 
 import sys
+import time
 from typing import Any
 
 import lightning as L
@@ -21,14 +23,54 @@ from icl.training.loss import prefix_losses
 from icl.training.stream import StepStream
 
 
-def metrics_row(losses: list[float], dims: int, points: int, skipped: int | None) -> dict[str, float]:
-    """The metrics.csv row of a logged step: the loss, the loss at every position, the
-    curriculum's dims and points, and (train.nonfinite=skip) the skipped steps so far."""
+def metrics_row(
+    losses: list[float],
+    dims: int,
+    points: int,
+    skipped: int | None,
+    lr: float,
+    grad_norm: float,
+    steps_per_s: float | None,
+) -> dict[str, float]:
+    """The row of a logged step: the loss, the loss at every position, the curriculum's dims and
+    points, the learning rate of this step's update, the total 2-norm of the gradient before
+    clipping, the steps per second since the previous logged step (None: none measured yet; a
+    wall-clock rate, which metrics.csv leaves out) and (train.nonfinite=skip) the skipped steps so far."""
     row = {"train/loss": losses[0], **{f"train/loss@{k}": v for k, v in enumerate(losses[1:])}}
     row.update({"curriculum/dims": float(dims), "curriculum/points": float(points)})
+    row.update({"train/lr": float(lr), "train/grad_norm": float(grad_norm)})
+    if steps_per_s is not None:
+        row["train/steps_per_s"] = steps_per_s
     if skipped is not None:
         row["train/skipped_steps"] = float(skipped)
     return row
+
+
+def grad_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The total 2-norm of ``grads`` (what clip_grad_norm_ compares with train.grad_clip), on their
+    device; 0 without gradients."""
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+
+
+class StepRate:
+    """Training steps per second of wall-clock time between logged steps (what happens between
+    them, periodic evaluation and checkpoint writes included)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, float] | None = None
+
+    def start(self, step: int) -> None:
+        self._last = (step, time.perf_counter())
+
+    def __call__(self, step: int) -> float | None:
+        """Steps per second since the previous call (or ``start``); None before either."""
+        now = time.perf_counter()
+        last, self._last = self._last, (step, now)
+        if last is None or step <= last[0] or now <= last[1]:
+            return None
+        return (step - last[0]) / (now - last[1])
 
 
 def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
@@ -64,6 +106,7 @@ class ICLModule(L.LightningModule):
         self.train_forward = torch.compile(self.model.forward) if cfg.train.compile else self.model.__call__
         self.skipped_steps = 0  # steps whose update train.nonfinite=skip dropped
         self._first_bad: torch.Tensor | None = None  # on accelerators: first non-finite step, or -1
+        self._rate = StepRate()
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         return self.model(xs, ys)
@@ -78,10 +121,14 @@ class ICLModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Runs after backward, before the update and before this step's checkpoint: the
         non-finite guard, then the metrics row of this step: every train.log_every steps and at
-        the last step, so metrics.csv always ends with the final loss (even when log_every > steps)."""
+        the last step, so metrics.csv always ends with the final loss (even when log_every > steps).
+        Lightning clips gradients (train.grad_clip) after this hook: the logged norm is unclipped."""
+        norm = None
+        if self._is_log_step():  # before the guard, which drops the gradients of a skipped step
+            norm = grad_norm([p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None])
         self._guard_nonfinite(optimizer)
-        if self._is_log_step():
-            self._log_row()
+        if norm is not None:
+            self._log_row(optimizer.param_groups[0]["lr"], norm)
 
     def _is_log_step(self) -> bool:
         # A pure function of the step (and the config), so a resumed run logs the rows an
@@ -147,15 +194,17 @@ class ICLModule(L.LightningModule):
         if self._first_bad is not None and (step := int(self._first_bad)) >= 0:
             raise NonFiniteError(step)
 
-    def _log_row(self) -> None:
+    def _log_row(self, lr: float, norm: torch.Tensor) -> None:
         # Written here, not through self.log: Lightning hands self.log values to the loggers only
         # after on_train_batch_end, i.e. after this step's checkpoint, and a kill in between would
         # lose the row on resume. Under DDP each rank holds a slice of the batch: the mean over
-        # ranks describes the global batch. One .tolist() = one host sync per logged step.
-        values = self.trainer.strategy.reduce(self._losses, reduce_op="mean").tolist()
+        # ranks describes the global batch (the gradients are all-reduced already: their norm is
+        # every rank's). One .tolist() = one host sync per logged step.
+        both = torch.cat([self._losses, norm.to(self._losses)[None]])
+        *values, norm_value = self.trainer.strategy.reduce(both, reduce_op="mean").tolist()
         dims, points = self.sampler.curriculum.at(self.global_step)
         skipped = self.skipped_steps if self.cfg.train.nonfinite == "skip" else None
-        row = metrics_row(values, dims, points, skipped)
+        row = metrics_row(values, dims, points, skipped, lr, norm_value, self._rate(self.global_step + 1))
         # Host tensors: Lightning reads every progress-bar value with .item() after *every* step, a
         # device sync per step for values on an accelerator; these are already on the host.
         shown = {"train/loss": values[0], "curriculum/dims": float(dims), "curriculum/points": float(points)}
@@ -194,6 +243,9 @@ class ICLModule(L.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # With device sampling the loader yields the step number alone (nothing to copy).
         return self._stream.batch(batch, self.device) if isinstance(batch, int) else batch
+
+    def on_train_start(self) -> None:
+        self._rate.start(self.global_step)
 
     def on_fit_start(self) -> None:
         # Process-wide switch; "highest" keeps exact fp32 matmuls when tf32 is off.

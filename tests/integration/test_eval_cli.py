@@ -3,6 +3,7 @@ sweeps (bad input: tests/integration/test_bad_inputs.py)."""
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -36,31 +37,43 @@ def test_periodic_evaluation_is_logged(run_dir):
 
 
 def test_icl_eval_writes_every_output_and_is_reproducible(run_dir, tmp_path):
+    args = ["--n-prompts", "30", "--baselines", "least_squares,averaging,lasso,bayes,bayes_train"]
     for out in ("a", "b"):
-        res = icl(
-            "eval",
-            str(run_dir),
-            "--suite",
-            "paper1_dense_sparse",
-            "--n-prompts",
-            "30",
-            "--baselines",
-            "least_squares,averaging,lasso,bayes,bayes_train",
-            "--out",
-            str(tmp_path / out),
+        cmd = [sys.executable, "-m", "icl", "eval", str(run_dir), "--suite", "paper1_dense_sparse", *args]
+        # One pipe for both streams, read as the lines come: progress must not wait for the end.
+        proc = subprocess.Popen(
+            [*cmd, "--out", str(tmp_path / out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             cwd=tmp_path,
         )
-        assert res.returncode == 0, res.stderr
+        lines, running = [], []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            running.append(proc.poll() is None)
+        assert proc.wait(timeout=600) == 0, "\n".join(lines)
+    progress = [(i, line) for i, line in enumerate(lines) if re.match(r"\[\d+/\d+\] ", line)]
+    names = ["in_dist.dense_linear", "sparsity.nnz_1", "sparsity.nnz_2", "sparsity.nnz_3"]
+    assert [line.split(":")[0] for _, line in progress] == [f"[{i}/4] {n}" for i, n in enumerate(names, 1)]
+    assert all(re.search(r": \d+:\d\d:\d\d, model MSE at k=5 \d+\.\d{4}$", line) for _, line in progress)
+    done = next(i for i, line in enumerate(lines) if line.startswith("evaluation written to"))
+    assert progress[-1][0] < done and running[progress[0][0]]  # printed while the evaluation ran
     files = {p.name for p in (tmp_path / "a").iterdir()}
     assert {
         "summary.md",
         "table.sparsity.csv",
-        "cross.dense.json",
-        "cross.dense.csv",
-        "cross.dense.png",
         "sparsity.nnz_3.png",
+        "sparsity.nnz_3.pdf",
         "in_dist.dense_linear.json",
+        "in_dist.dense_linear.png",
+        "in_dist.dense_linear.pdf",
     } <= files
+    # cross.dense and cross.sparse_nnz_2 are the same evaluations as in_dist.dense_linear and sparsity.nnz_2.
+    assert not any(name.startswith("cross.") for name in files)
+    summary = (tmp_path / "a" / "summary.md").read_text()
+    assert "- cross.dense: left out, the same evaluation as in_dist.dense_linear" in summary
+    assert "| predictor | k=1 | k=2 | k=3 | k=4 | k=5 |" in summary  # every k <= d = 3, 3d/2, N - 1
     rec_a = json.loads((tmp_path / "a" / "sparsity.nnz_2.json").read_text())
     rec_b = json.loads((tmp_path / "b" / "sparsity.nnz_2.json").read_text())
     assert rec_a["curves"] == rec_b["curves"]

@@ -1,4 +1,5 @@
-"""The worked examples of README "Extending", each a test: a function class (``quadratic``), a
+"""The package's own worked examples of README "Extending" (its "Inside the package" part; the
+user-module route is tests/integration/test_user_modules.py), each a test: a function class (``quadratic``), a
 baseline (``quadratic_least_squares``), a scenario family (``quadratic_data``, suite
 ``out_of_class``) and a query shift (``negated``)."""
 
@@ -34,7 +35,7 @@ EXAMPLE_FILES = [
 
 def test_every_code_block_of_the_readme_section_is_the_packages_code():
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Extending") :].split("\n## ", 1)[0]
+    section = readme[readme.index("**Inside the package.**") :].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     sources = [(ROOT / f).read_text() for f in EXAMPLE_FILES]
     assert len(blocks) == len(EXAMPLE_FILES)

@@ -3,6 +3,7 @@ table and plot is written, the numbers are the runs' own evaluations, the predic
 are measured on the evaluation prompts, and each section applies to the runs it declares."""
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,18 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
     root, sweep_dir, _ = swept
     assert main(["report", str(sweep_dir)]) == 0
     out = sweep_dir / "report"
-    assert f"report written to {out}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"report written to {out}" in printed.out
+    # One progress line per run and eval class (3 x 3) and per run's suite, evaluated or reused.
+    lines = printed.err.splitlines()
+    assert len([x for x in lines if re.search(r": (evaluated at step 4 in \d+:\d\d:\d\d|reused \(step 4\))$", x)]) == 9
+    assert len([x for x in lines if ": suite paper1_dense_sparse: " in x]) == 3
     expected = {"report.md", "runs.csv", "training.png", "fig1.csv", "fig1.png", "fig2.csv", "fig2.png", "gaps.csv"}
-    expected |= {"fig3.png", "fig3_error.csv", "fig3_distance.csv"}
+    expected |= {"fig3.png", "fig3_error.csv", "fig3_distance.csv", "fig1.pdf", "fig2.pdf", "fig3.pdf"}
     assert expected <= {p.name for p in out.iterdir()}
     for png in out.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"  # a vector copy of every figure
     md = (out / "report.md").read_text()
     for section in ("## Fig. 1", "## Fig. 2", "## Fig. 3", "Prediction distance", "Mixture minus specialist"):
         assert section in md
@@ -98,6 +105,7 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
     assert [r["eval class"] for r in fig1] == ["dense_linear", "sparse_linear(nnz=1)", "sparse_linear(nnz=2)"]
     labels = ["1 dense_linear", "0.5 dense_linear + 0.5 sparse_linear(nnz=1)", "1 sparse_linear(nnz=1)"]
     assert [h for h in fig1[0] if h in labels] == labels  # dense weight 1, 0.5, 0 (paper's column order reversed)
+    assert float(fig1[0]["bayes"]) == pytest.approx(float(fig1[0]["least_squares"]), rel=1e-3)  # dense: LS is Bayes
     for run_dir in (p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file()):
         cached = run_dir / "eval" / CLASSES_DIR / "class.sparse_linear_nnz_1.json"
         assert cached.is_file()
@@ -112,8 +120,11 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
         assert float(r["normalised to dense"]) == pytest.approx(float(r["MSD to dense"]) / float(r["MSD dense-sparse"]))
     # Reused evaluations: a second report recomputes nothing and gives the same tables.
     first = (out / "fig3_distance.csv").read_text(), (out / "fig1.csv").read_text()
-    assert main(["report", str(sweep_dir), "--out", str(root / "again")]) == 0
+    assert main(["report", str(sweep_dir), "--out", str(root / "again"), "--yscale", "log"]) == 0
     assert ((root / "again" / "fig3_distance.csv").read_text(), (root / "again" / "fig1.csv").read_text()) == first
+    lines = capsys.readouterr().err.splitlines()
+    assert len([x for x in lines if x.endswith(": reused (step 4)")]) == 9
+    assert len([x for x in lines if ": suite paper1_dense_sparse: reused from " in x]) == 3
 
 
 def test_sinusoid_report_has_convex_and_frequency_tables(swept):

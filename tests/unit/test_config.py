@@ -86,6 +86,7 @@ def test_mixture_list_override():
         (["train.loggers=[csv,mlflow]"], "csv, tensorboard, wandb"),
         (["train.wandb.mode=sometimes"], "offline, online, disabled"),
         (["model.n_head=3"], "multiple"),
+        (["eval.yscale=cubic"], "eval.yscale: got 'cubic'; allowed: auto, linear, log"),
     ],
 )
 def test_bad_values_name_the_field_and_the_allowed_values(overrides, match):

@@ -34,8 +34,8 @@ def members(n: int, **model) -> list[ICLTransformer]:
 
 @pytest.mark.parametrize(
     "model",
-    [{}, {"token_format": "interleaved_flag"}, {"positions": "sinusoidal"}],
-    ids=["interleaved", "flag", "sinusoidal"],
+    [{}, {"token_format": "interleaved_flag"}, {"positions": "sinusoidal"}, {"activation": "gelu_tanh"}],
+    ids=["interleaved", "flag", "sinusoidal", "gelu_tanh"],
 )
 def test_stacked_model_computes_each_members_predictions_and_gradients(model):
     solo = members(3, **model)

@@ -27,8 +27,11 @@ def test_examples_name_registered_classes():
 
 
 def test_a_name_is_registered_once():
-    with pytest.raises(ICLError, match="DenseLinear: name 'dense_linear' is empty or registered twice"):
-        register(DenseLinear)
+    register(DenseLinear)  # the same class again (a user module imported twice): nothing changes
+    assert TASKS["dense_linear"] is DenseLinear
+    impostor = type("DenseLinear", (DenseLinear,), {"name": "dense_linear"})
+    with pytest.raises(ICLError, match="already registered to icl.tasks.linear.DenseLinear"):
+        register(impostor)
     assert TASKS["dense_linear"] is DenseLinear
 
 

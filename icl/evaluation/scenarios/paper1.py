@@ -10,7 +10,9 @@ from icl.sampling import PretrainMixture
 
 
 def dense_vs_sparse(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
-    """Paper 1 Figs. 1-2: dense linear and sparse linear data (the training nnz, else 2)."""
+    """Paper 1 Figs. 1-2: dense linear and sparse linear data (the training nnz, else 2).
+    A suite that also runs in_distribution or sparsity_sweep (paper1_dense_sparse) evaluates each
+    of these once, under the name there (icl.evaluation.scenarios.identity.distinct)."""
     sparse = training_component(mixture, "sparse_linear")
     nnz = sparse.task.nnz if sparse else min(2, cfg.data.n_dims)
     return [

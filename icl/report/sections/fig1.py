@@ -1,5 +1,6 @@
 """Paper 1 Fig. 1: error at the table k by eval class (groups) and pretraining mixture (bars), with
-the paper's values beside runs at its scale."""
+least squares and the Bayes-optimal predictor as bars beside them and the paper's values beside runs
+at its scale."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import numpy as np
 
-from icl.evaluation.report import save_figure
+from icl.figures import color, legend_outside, save_figure, set_yaxis
 from icl.report.cache import REFERENCES
 from icl.report.context import Report
 from icl.report.paper import fig1_value, paper_run
@@ -21,21 +22,38 @@ def applies(runs: list[Run]) -> bool:
 
 def write(report: Report) -> str:
     runs, classes, k = report.runs, report.classes, report.k
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(classes) * max(1, len(runs)) / 3), 4))
-    width = 0.8 / len(runs)
+    refs_shown = [p for p in REFERENCES if any(p in report.curves(runs[0], c) for c in classes)]
+    n_bars = len(runs) + len(refs_shown)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 * len(classes) * n_bars), 4.8), layout="constrained")
+    width = 0.8 / n_bars
+    offsets = (np.arange(n_bars) - (n_bars - 1) / 2) * width
     header = ["eval class", *[r.label for r in runs], *REFERENCES]
-    rows, md_rows = [], []
-    for j, (run, color) in enumerate(zip(runs, colors(len(runs)), strict=True)):
+    rows, md_rows, drawn = [], [], {}
+    for j, (run, color_j) in enumerate(zip(runs, colors(len(runs)), strict=True)):
         model = [report.curves(run, c)["model"] for c in classes]
         means = [m["mean"][k] for m in model]
         lo, hi = [m["ci_low"][k] for m in model], [m["ci_high"][k] for m in model]
         err = [np.subtract(means, lo), np.subtract(hi, means)]
-        xs = np.arange(len(classes)) + (j - (len(runs) - 1) / 2) * width
-        ax.bar(xs, means, width, yerr=err, color=color, label=run.label, capsize=2)
-    for i, c in enumerate(classes):
+        xs = np.arange(len(classes)) + offsets[j]
+        ax.bar(xs, means, width, yerr=err, color=color_j, label=run.label, capsize=2)
+        drawn[run.label] = (xs, hi)  # the axis covers the intervals
+    first = {c.name: report.curves(runs[0], c) for c in classes}
+    for j, ref in enumerate(refs_shown, start=len(runs)):
+        stats = [first[c.name].get(ref) for c in classes]
+        means = [s["mean"][k] if s else math.nan for s in stats]
+        err = [
+            [s["mean"][k] - s["ci_low"][k] if s else 0 for s in stats],
+            [s["ci_high"][k] - s["mean"][k] if s else 0 for s in stats],
+        ]
+        xs = np.arange(len(classes)) + offsets[j]
+        ax.bar(xs, means, width, yerr=err, color=color(ref), hatch="//", edgecolor="white", label=ref, capsize=2)
+        for x, s in zip(xs, stats, strict=True):
+            if s is None:  # no Bayes-optimal predictor for this class
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=6, transform=ax.get_xaxis_transform())
+        drawn[ref] = (xs, [s["ci_high"][k] if s else math.nan for s in stats])
+    for c in classes:
         ours = [report.curves(r, c)["model"]["mean"][k] for r in runs]
-        first = report.curves(runs[0], c)
-        refs = [first.get(p, {}).get("mean", [math.nan] * (k + 1))[k] for p in REFERENCES]
+        refs = [first[c.name].get(p, {}).get("mean", [math.nan] * (k + 1))[k] for p in REFERENCES]
         paper = [fig1_value(c.spec, r.cfg, k) for r in runs]
         rows.append([c.title, *ours, *refs, *paper])
         md_rows.append(
@@ -43,14 +61,18 @@ def write(report: Report) -> str:
             + [fmt(v) + (f" (paper {p:g})" if p is not None else "") for v, p in zip(ours, paper, strict=True)]
             + [fmt(v) for v in refs]
         )
-        ax.plot(
-            [i - 0.45, i + 0.45], [refs[0]] * 2, color="black", ls="--", lw=1, label="least squares" if i == 0 else None
-        )
+    axis = set_yaxis(ax, drawn, report.yscale, keep=[r.label for r in runs])
+    for ref in refs_shown:  # a reference at ~0 (an exact fit) would be an invisible bar
+        for x, s in zip(drawn[ref][0], [first[c.name].get(ref) for c in classes], strict=True):
+            v = s["mean"][k] if s else math.nan
+            if v == v and v < (axis.bottom if axis.scale == "log" else 0.01 * axis.top):
+                ax.text(x, 0.02, "~0", ha="center", va="bottom", fontsize=6, transform=ax.get_xaxis_transform())
     ax.set_xticks(range(len(classes)), [c.title for c in classes], fontsize=8)
+    ax.set_xlabel("eval class")
     ax.set_ylabel(f"MSE at k = {k}")
     ax.set_title(f"Fig. 1: error after k = {k} in-context examples (raw MSE, 90% bootstrap intervals)", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    legend_outside(fig, ax)
+    ax.grid(axis="y", alpha=0.25, lw=0.5)
     save_figure(fig, report.out / "fig1.png")
     write_csv(report.out / "fig1.csv", [*header, *[f"paper: {r.label}" for r in runs]], rows)
     note = (

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from icl import figures
 from icl.evaluation.curves import BLOCK
-from icl.evaluation.report import save_figure
 from icl.report.cache import class_mixture
 from icl.report.context import Report
 from icl.report.paper import fig3a_curve, fig3b_curves
@@ -33,28 +33,34 @@ def write(report: Report) -> str:
     suites = report.suite(SUITE, BASELINES)
     nnzs = list(range(1, report.d + 1))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    header, cols = ["nnz"], []
+    header, cols, drawn = ["nnz"], [], {}
     for run, color in zip(runs, colors(len(runs)), strict=True):
         vals = [suites[run.path.name][f"sparsity.nnz_{s}"]["curves"]["model"]["mean"][k] for s in nnzs]
         ax1.plot(nnzs, vals, "o-", color=color, ms=3, label=run.label)
+        drawn[run.label] = (nnzs, vals)
         header.append(run.label)
         cols.append(vals)
         published = fig3a_curve(run.cfg, k)
         if published:  # the paper plots MSE / d; fig3a_curve gives raw MSE
             paper = [published[s] for s in nnzs]
             ax1.plot(nnzs, paper, "x", color=color, ms=4, label=f"paper 1 (x 20): {run.label}")
+            drawn[f"paper 1 (x 20): {run.label}"] = (nnzs, paper)
             header.append(f"paper x 20: {run.label}")
             cols.append(paper)
     first = suites[runs[0].path.name]
     if all("least_squares" in first[f"sparsity.nnz_{s}"]["curves"] for s in nnzs):
         ls = [first[f"sparsity.nnz_{s}"]["curves"]["least_squares"]["mean"][k] for s in nnzs]
-        ax1.plot(nnzs, ls, color="black", ls="--", lw=1, label="least squares")
+        style = figures.line_style("least_squares")
+        ax1.plot(nnzs, ls, color=figures.color("least_squares"), ls=style, lw=1.2, label="least_squares")
+        drawn["least_squares"] = (nnzs, ls)
         header.append("least_squares")
         cols.append(ls)
+    figures.set_yaxis(ax1, drawn, report.yscale, keep=[r.label for r in runs])
     ax1.set_xlabel("non-zero coefficients (nnz)")
     ax1.set_ylabel(f"MSE at k = {k}")
     ax1.set_title("Fig. 3a: sparse data, nnz = 1..d", fontsize=9)
     ax1.legend(fontsize=6)
+    ax1.grid(alpha=0.25, lw=0.5)
     rows = [[s, *vals] for s, *vals in zip(nnzs, *cols, strict=True)]
     write_csv(report.out / "fig3_error.csv", header, rows)
     text = f"## Fig. 3: sparsity sweep at k = {k}\n\n![fig3](fig3.png)\n\n"
@@ -63,7 +69,7 @@ def write(report: Report) -> str:
         text += "\nPaper 1's Fig. 3a plots MSE/d; its values are shown multiplied by d = 20 (raw MSE).\n"
     dist = distance_rows(report, nnzs, ax2)
     fig.tight_layout()
-    save_figure(fig, report.out / "fig3.png")
+    figures.save_figure(fig, report.out / "fig3.png")
     if not dist:
         return text + "\nPrediction distance: needs a dense + sparse mixture run and both specialists (w = 0 and 1).\n"
     header = ["mixture model", "nnz", "MSD to dense", "MSD to sparse", "MSD dense-sparse"]

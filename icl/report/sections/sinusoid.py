@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icl.evaluation.report import save_figure
+from icl.figures import color, line_style, save_figure, set_yaxis
 from icl.report.cache import REFERENCES
 from icl.report.context import Report
 from icl.report.render import colors, fmt, md_table, plt, write_csv
@@ -43,10 +43,13 @@ def write(report: Report) -> str:
             model[run.path.name] = {r["value"]: r["curves"]["model"]["mean"][k] for r in recs}
         rows = []
         fig, ax = plt.subplots(figsize=(6, 4))
-        for run, color in zip(runs, colors(len(runs)), strict=True):
-            ax.plot(values, [model[run.path.name][v] for v in values], "o-", color=color, ms=3, label=run.label)
-        for ref, style in zip(refs, ("--", ":"), strict=False):
-            ax.plot(values, [r["curves"][ref]["mean"][k] for r in scen], color="black", ls=style, lw=1, label=ref)
+        drawn = {}
+        for run, run_color in zip(runs, colors(len(runs)), strict=True):
+            drawn[run.label] = (values, [model[run.path.name][v] for v in values])
+            ax.plot(*drawn[run.label], "o-", color=run_color, ms=3, label=run.label)
+        for ref in refs:
+            drawn[ref] = (values, [r["curves"][ref]["mean"][k] for r in scen])
+            ax.plot(*drawn[ref], color=color(ref), ls=line_style(ref), lw=1.2, label=ref)
         for i, v in enumerate(values):
             row = [v] + [model[run.path.name][v] for run in runs] + [scen[i]["curves"][ref]["mean"][k] for ref in refs]
             if prior is not None:
@@ -54,11 +57,12 @@ def write(report: Report) -> str:
             rows.append(row)
         if group == "frequency":
             ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel("a: weight on f_A" if group == "convex" else xlabel)
         ax.set_ylabel(f"MSE at k = {k}")
-        ax.set_yscale("symlog", linthresh=1e-2)
+        set_yaxis(ax, drawn, report.yscale, keep=[r.label for r in runs])
         ax.set_title(f"{what}", fontsize=8)
         ax.legend(fontsize=6)
+        ax.grid(alpha=0.25, lw=0.5)
         fig.tight_layout()
         save_figure(fig, out / f"{group}.png")
         write_csv(out / f"{group}.csv", header, rows)

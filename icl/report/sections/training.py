@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from icl.evaluation.report import save_figure
+from icl.figures import save_figure
 from icl.report.context import Report
 from icl.report.render import colors, fmt, md_table, plt, write_csv
 from icl.report.runs import Run
