@@ -131,11 +131,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _print_records(records: dict, n_dims: int, out: Path, written: str = "written to") -> None:
+    from icl.evaluation.report import METRIC_LABEL
+
     for name, rec in records.items():
         curves = rec["curves"]
         ks = [k for k in (n_dims, 2 * n_dims) if k < len(rec["k"])] or [len(rec["k"]) - 1]
         parts = [f"{p} " + " ".join(f"k={k}:{curves[p]['mean'][k]:.4f}" for k in ks) for p in curves]
         label = {"mse": "MSE", "mse_over_d": "MSE/d"}[rec["convention"]]
+        if rec.get("metric", "mse") != "mse":  # classification: the 0/1 error of sign(prediction)
+            label = METRIC_LABEL.get(rec["metric"], rec["metric"])
         print(f"{name} ({label}): " + " | ".join(parts))
     if records:
         print(f"evaluation {written} {out} (summary.md, *.json, *.csv, *.png, *.pdf)")

@@ -126,7 +126,8 @@ def validate(cfg: Config) -> None:
     cfg.model.check()
     cfg.train.check()
     _check_eval_numbers(cfg)
-    Sampler(cfg.data, cfg.seed)  # builds and checks the mixture, inputs and curriculum
+    # builds and checks the mixture, inputs and curriculum; train.loss must suit the mixture
+    cfg.train.check_mixture(Sampler(cfg.data, cfg.seed).mixture)
     if cfg.data.n_points > cfg.model.max_points:
         raise ICLError(
             f"data.n_points: got {cfg.data.n_points}; allowed: at most model.max_points ({cfg.model.max_points})"

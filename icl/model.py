@@ -1,5 +1,6 @@
 """The ICL transformer: a GPT-2-style causal decoder with a linear read-in of interleaved
-(x, y) tokens and a linear read-out at the x tokens. No loss, no data."""
+(x, y) tokens and a linear read-out at the x tokens; the model config of every family and the
+read-in they share (the other families: icl/models/). No loss, no data."""
 
 from __future__ import annotations
 
@@ -22,12 +23,18 @@ TOKEN_FORMATS = ("interleaved", "interleaved_flag")
 # model.activation -> F.gelu's ``approximate``: the exact (erf) GELU, or GPT-2's tanh approximation
 # (what checkpoints imported from HuggingFace GPT-2 models were trained with; icl/checkpoint/reference.py).
 ACTIVATIONS = {"gelu": "none", "gelu_tanh": "tanh"}
+# model.family: the sequence model behind the shared read-in and read-out. The registry that builds
+# each one is icl/models/__init__.py (tested to hold exactly these names).
+FAMILIES = ("gpt2", "lstm", "mamba")
 
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Presets (configs/model/*.yaml): tiny 3L/2H/64, small 6L/4H/128, standard 12L/8H/256."""
+    """Presets (configs/model/*.yaml): tiny 3L/2H/64, small 6L/4H/128, standard 12L/8H/256, and
+    lstm_* / mamba_* of about the same parameter counts (docs/model_families.md). ``n_head``,
+    ``positions``, ``mlp_ratio`` and ``activation`` are gpt2's; ``d_state`` is mamba's."""
 
+    family: str = "gpt2"  # gpt2 | lstm | mamba
     n_layer: int = 12
     n_head: int = 8
     n_embd: int = 256
@@ -37,12 +44,15 @@ class ModelConfig:
     dropout: float = 0.0
     mlp_ratio: int = 4
     activation: str = "gelu"  # gelu (exact, erf) | gelu_tanh (GPT-2's tanh approximation)
+    d_state: int = 16  # mamba: the selective state-space model's state size per channel
 
     def check(self) -> None:
-        for field in ("n_layer", "n_head", "n_embd", "max_points", "mlp_ratio"):
+        if self.family not in FAMILIES:
+            raise ICLError(f"model.family: got {self.family!r}; allowed: {', '.join(FAMILIES)}")
+        for field in ("n_layer", "n_head", "n_embd", "max_points", "mlp_ratio", "d_state"):
             if getattr(self, field) < 1:
                 raise ICLError(f"model.{field}: got {getattr(self, field)}; allowed: an integer >= 1")
-        if self.n_embd % self.n_head:
+        if self.family == "gpt2" and self.n_embd % self.n_head:
             raise ICLError(f"model.n_embd: got {self.n_embd}; allowed: a multiple of model.n_head ({self.n_head})")
         if self.positions not in POSITIONS:
             raise ICLError(f"model.positions: got {self.positions!r}; allowed: {', '.join(POSITIONS)}")
@@ -126,6 +136,34 @@ class Block(nn.Module):
         return h + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(h)), approximate=self.approximate)))  # (B, Q, E)
 
 
+def token_width(cfg: ModelConfig, n_dims: int) -> int:
+    """The width of a token: D, plus the x/y flag coordinate of ``interleaved_flag``."""
+    return n_dims + (1 if cfg.token_format == "interleaved_flag" else 0)
+
+
+def check_prompt(xs: Tensor, n_dims: int, max_points: int) -> None:
+    """Refuse a prompt (B, N, D) of other dims than the model's or longer than model.max_points."""
+    N, D = xs.shape[1:]
+    if D != n_dims:
+        raise ICLError(f"input dims: got {D}; this model takes {n_dims}")
+    if N > max_points:
+        raise ICLError(f"prompt length: got {N} points; this model takes at most {max_points} (model.max_points)")
+
+
+def read_in_tokens(read_in: nn.Linear, xs: Tensor, ys: Tensor, flag: bool) -> Tensor:
+    """The linear read-in of the interleaved prompt ``[x_1, y_1, x_2, y_2, ...]`` (ICLTransformer's
+    token format; ``flag``: ``interleaved_flag``), (B, T, E) with T = 2N, no positions. Linear, so
+    x and y are read in separately (a y token's embedding is y * W[:, 0] + b) and interleaved: the
+    same maths as reading in the padded tokens, without materialising them."""
+    D = xs.shape[-1]
+    W, b = read_in.weight, read_in.bias  # (E, D) or (E, D + 1) with the flag; (E,)
+    h_x = F.linear(xs, W[:, :D], b)  # (B, N, E)
+    h_y = ys[..., None] * W[:, 0] + b  # (B, N, E)
+    if flag:
+        h_y = h_y + W[:, D]  # (B, N, E)
+    return rearrange([h_x, h_y], "two b n e -> b (n two) e")  # (B, T, E): x_1, y_1, x_2, y_2, ...
+
+
 def sinusoidal_positions(n: int, dim: int) -> Tensor:
     """Fixed sin/cos position table (Vaswani et al.), shape (n, dim)."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
@@ -152,7 +190,7 @@ class ICLTransformer(nn.Module):
     Attention is causal, so ``preds[:, i]`` depends only on ``xs[:, :i+1]`` and ``ys[:, :i]``.
     The read-in is linear, so it is applied to x and y separately (a y token's embedding is
     y * W[:, 0] + b) and the results are interleaved: the same maths as embedding the padded
-    tokens, without materialising them.
+    tokens, without materialising them (``read_in_tokens``, shared by every family).
     """
 
     def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
@@ -160,8 +198,7 @@ class ICLTransformer(nn.Module):
         cfg.check()
         self.cfg = cfg
         self.n_dims = n_dims
-        width = n_dims + (1 if cfg.token_format == "interleaved_flag" else 0)
-        self.read_in = nn.Linear(width, cfg.n_embd)
+        self.read_in = nn.Linear(token_width(cfg, n_dims), cfg.n_embd)
         n_tokens = 2 * cfg.max_points
         if cfg.positions == "learned":
             self.pos = nn.Parameter(torch.zeros(n_tokens, cfg.n_embd))
@@ -188,20 +225,9 @@ class ICLTransformer(nn.Module):
 
     def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Token embeddings (B, T, E), T = 2N, of the interleaved prompt, positions included."""
-        B, N, D = xs.shape
-        if D != self.n_dims:
-            raise ICLError(f"input dims: got {D}; this model takes {self.n_dims}")
-        if N > self.cfg.max_points:
-            raise ICLError(
-                f"prompt length: got {N} points; this model takes at most {self.cfg.max_points} (model.max_points)"
-            )
-        W, b = self.read_in.weight, self.read_in.bias  # (E, D) or (E, D + 1) with the flag; (E,)
-        h_x = F.linear(xs, W[:, :D], b)  # (B, N, E)
-        h_y = ys[..., None] * W[:, 0] + b  # (B, N, E)
-        if self.cfg.token_format == "interleaved_flag":
-            h_y = h_y + W[:, D]  # (B, N, E)
-        h = rearrange([h_x, h_y], "two b n e -> b (n two) e")  # (B, T, E): x_1, y_1, x_2, y_2, ...
-        return self.drop(h + self.pos[: 2 * N])  # (B, T, E)
+        check_prompt(xs, self.n_dims, self.cfg.max_points)
+        h = read_in_tokens(self.read_in, xs, ys, self.cfg.token_format == "interleaved_flag")  # (B, T, E)
+        return self.drop(h + self.pos[: h.shape[1]])  # (B, T, E)
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions (B, N) from xs (B, N, D) and ys (B, N): preds[:, i] from x_1, y_1, ..., x_i."""

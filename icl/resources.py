@@ -1,6 +1,7 @@
 """Sizes by arithmetic, never by building a model: the exact parameter count of a config's
-ICLTransformer, checkpoint bytes, estimates of training and evaluation memory, and the checks
-that refuse a run or an evaluation that cannot fit, before anything is written."""
+model (each family's arithmetic sits beside it in icl/models/), checkpoint bytes, estimates of
+training and evaluation memory, and the checks that refuse a run or an evaluation that cannot
+fit, before anything is written."""
 
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from icl.config import Config
 from icl.errors import ICLError
 from icl.eval_config import MAX_PROMPTS
 from icl.model import ModelConfig
-from icl.speed import use_matmul_attention
+from icl.models import family
 from icl.tasks import TASKS, build_task
 
 # Mirrors of the evaluation code's constants (tests/unit/test_config.py keeps them equal):
@@ -26,15 +25,6 @@ from icl.tasks import TASKS, build_task
 EVAL_BLOCK = 100
 BOOTSTRAP_SAMPLES = 1000
 
-# Training activations, in floats of the parameter dtype per layer: ACT_FLOATS + 2 * mlp_ratio
-# per token and unit of width (layer-norm inputs and outputs, q, k, v, the attention output, its
-# projection, the residual sums; the MLP's hidden layer before and after the GELU), and
-# SCORE_FLOATS per head and (query, key) pair where attention runs as two matmuls (short prompts
-# on the CPU: scores and softmax; fused attention stores none). Fitted to the peak RSS of
-# training steps (the slope over batch 64 -> 256 of tiny and small at d = 20, N = 41 and
-# d = 5, N = 11): predictions within -12% .. +18% of the measured slopes.
-ACT_FLOATS = 12
-SCORE_FLOATS = 2
 # The bootstrap's (resamples, prompts, positions) float64 array and its index, times this
 # allowance: measured end-of-training evaluation at 200, 1000 and 2000 prompts (d = 20, N = 41)
 # grew 1.1-1.3x faster than those arrays alone.
@@ -49,16 +39,9 @@ PROCESS_BYTES = 400 << 20
 
 
 def param_count(model: ModelConfig, n_dims: int) -> int:
-    """The exact number of parameters of ``ICLTransformer(model, n_dims)`` (tested against the
-    built model): read-in, learned positions, per block two layer norms, qkv, output projection
-    and the MLP, final layer norm and read-out."""
-    E, r = model.n_embd, model.mlp_ratio
-    width = n_dims + (1 if model.token_format == "interleaved_flag" else 0)
-    read_in = (width + 1) * E
-    positions = 2 * model.max_points * E if model.positions == "learned" else 0
-    # ln1, ln2: 2E each; qkv: 3E^2 + 3E; proj: E^2 + E; fc: rE^2 + rE; fc_out: rE^2 + E
-    block = (4 + 2 * r) * E * E + (9 + r) * E
-    return read_in + positions + model.n_layer * block + 2 * E + E + 1
+    """The exact number of parameters of ``build_model(model, n_dims)`` (tested against the built
+    models of every family)."""
+    return family(model).param_count(model, n_dims)
 
 
 def _itemsize(precision: str) -> int:
@@ -103,13 +86,9 @@ def batch_bytes(cfg: Config, batch: int, n_points: int | None = None, skewed: bo
 
 
 def _activation_floats(model: ModelConfig, batch: int, n_points: int, fused_attention: bool = False) -> int:
-    """Floats one layer holds for the backward pass (see ACT_FLOATS). ``fused_attention``: the
-    run is on an accelerator, whose attention kernel keeps no scores; on the CPU that holds where
-    attention does not run as two matmuls (``icl.speed.use_matmul_attention``)."""
-    T = 2 * n_points - 1  # the last y token feeds no prediction and is left out
-    per_token = (ACT_FLOATS + 2 * model.mlp_ratio) * model.n_embd
-    scores = not fused_attention and use_matmul_attention(T, torch.device("cpu"))
-    return batch * (T * per_token + (SCORE_FLOATS * model.n_head * T * T if scores else 0))
+    """Floats one layer of ``model`` holds for the backward pass (its family's estimate, e.g.
+    icl/models/gpt2.py). ``fused_attention``: the run is on an accelerator."""
+    return family(model).activation_floats(model, batch, n_points, fused_attention)
 
 
 def evaluation_estimate(
@@ -197,7 +176,7 @@ def _size_keys(cfg: Config) -> list[tuple[str, Any, Any]]:
     """(dotted key, value, default) of every config value the estimate grows with."""
     keys = []
     for section, names in (
-        ("model", ("n_layer", "n_head", "n_embd", "mlp_ratio", "max_points")),
+        ("model", ("n_layer", "n_head", "n_embd", "mlp_ratio", "max_points", "d_state")),
         ("data", ("batch_size", "n_points", "n_dims")),
         ("eval", ("n_prompts",)),
     ):

@@ -102,7 +102,7 @@ class CSVMetrics(Logger):
 
     @rank_zero_only
     def log_evaluation(
-        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+        self, curves: Curves, step: int, metric: str | dict[str, str], figures: dict[str, Path], during_training: bool
     ) -> None:
         """A periodic evaluation's errors at every k: S scenarios x P predictors x N points columns
         (e.g. 3 x 2 x 40 = 240 for paper 1's dense + sparse mixture), which the training rows leave
@@ -137,10 +137,16 @@ def _column_order(keys) -> list[str]:
     return ["step", *sorted(set(keys) - {"step"}, key=_natural_key)]
 
 
-def curve_metrics(curves: Curves, metric: str = "mse") -> dict[str, float]:
+def metric_name(metric: str | dict[str, str], scenario: str) -> str:
+    """The name of ``scenario``'s error: ``metric`` itself, or its entry where ``metric`` maps
+    scenarios to names (a suite mixing regression and classification scenarios)."""
+    return metric if isinstance(metric, str) else metric.get(scenario, "mse")
+
+
+def curve_metrics(curves: Curves, metric: str | dict[str, str] = "mse") -> dict[str, float]:
     """``eval/<scenario>/<predictor>/<metric>@<k>`` for every k of every curve."""
     return {
-        f"eval/{sc}/{pred}/{metric}@{k}": float(v)
+        f"eval/{sc}/{pred}/{metric_name(metric, sc)}@{k}": float(v)
         for sc, by_pred in curves.items()
         for pred, mean in by_pred.items()
         for k, v in enumerate(mean)
@@ -162,14 +168,15 @@ def log_evaluation(
     curves: Curves,
     step: int,
     *,
-    metric: str = "mse",
+    metric: str | dict[str, str] = "mse",
     figures: dict[str, Path] | None = None,
     during_training: bool = True,
 ) -> None:
     """Send an evaluation to every logger: the error at every k as scalars
     ``eval/<scenario>/<predictor>/<metric>@<k>`` (metrics.csv: only ``during_training``), a line
     plot per scenario (wandb) and ``figures`` (tag -> PNG) as images (TensorBoard, wandb).
-    ``metric``: mse, or mse_over_d for paper 2's convention."""
+    ``metric``: mse, mse_over_d for paper 2's convention, zero_one for classification, or a mapping
+    scenario -> one of those."""
     for lg in loggers:
         lg.log_evaluation(curves, step, metric, figures or {}, during_training)
 
@@ -177,9 +184,16 @@ def log_evaluation(
 def log_suite(loggers: list[Logger], records: dict[str, Any], step: int, out_dir: Path, suite: str) -> None:
     """``log_evaluation`` of a finished evaluation (``evaluate_suite``'s records and output directory)
     with its figures, at the model's training step."""
-    metric = next(iter(records.values()))["convention"] if records else "mse"
+    metric = {name: _record_metric(rec) for name, rec in records.items()}
     figures = suite_figures(out_dir, suite)
     log_evaluation(loggers, suite_curves(records), step, metric=metric, figures=figures, during_training=False)
+
+
+def _record_metric(record: dict[str, Any]) -> str:
+    """What a record's curves measure: its metric where it is not mse (zero_one), else its
+    convention (mse or mse_over_d)."""
+    metric = record.get("metric", "mse")
+    return record["convention"] if metric == "mse" else metric
 
 
 def close_loggers(loggers: list[Logger]) -> None:
@@ -229,7 +243,7 @@ class Tensorboard(TensorBoardLogger):
 
     @rank_zero_only
     def log_evaluation(
-        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+        self, curves: Curves, step: int, metric: str | dict[str, str], figures: dict[str, Path], during_training: bool
     ) -> None:
         self.log_metrics(curve_metrics(curves, metric), step)
         for tag, path in figures.items():
@@ -261,7 +275,7 @@ class Wandb(WandbLogger):
 
     @rank_zero_only
     def log_evaluation(
-        self, curves: Curves, step: int, metric: str, figures: dict[str, Path], during_training: bool
+        self, curves: Curves, step: int, metric: str | dict[str, str], figures: dict[str, Path], during_training: bool
     ) -> None:
         import wandb
 
@@ -272,7 +286,7 @@ class Wandb(WandbLogger):
                 xs=list(range(len(by_pred[preds[0]]))),
                 ys=[by_pred[p] for p in preds],
                 keys=preds,
-                title=f"{sc}: {metric} vs k (step {step})",
+                title=f"{sc}: {metric_name(metric, sc)} vs k (step {step})",
                 xname="k",
             )
         row.update({tag: wandb.Image(str(path)) for tag, path in figures.items()})

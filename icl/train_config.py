@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from icl.errors import ICLError
+from icl.tasks import mixture_metric
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_rsqrt", "warmup_cosine")
@@ -16,6 +17,7 @@ WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "64-true")
 NONFINITE = ("stop", "skip")
 SAMPLING = ("auto", "loader", "device")
+LOSSES = ("squared", "logistic")  # icl/training/loss.py computes each
 
 
 @dataclasses.dataclass
@@ -66,6 +68,10 @@ class TrainConfig:
     # A NaN/Inf loss or gradient: stop (error naming the step; checkpoints keep the last good
     # state) or skip (no update for that step, counted in train/skipped_steps).
     nonfinite: str = "stop"
+    # squared: (pred - y)^2 at every prefix. logistic: softplus(-y pred), for +-1 labels only: every
+    # class of the mixture a classification class (metric zero_one, e.g. linear_classification)
+    # without label noise. Paper 2's code trains linear classification with logistic.
+    loss: str = "squared"
 
     def lr_factor(self, step: int) -> float:
         """This config's multiplier of train.lr at optimiser step ``step`` (0-based)."""
@@ -113,15 +119,33 @@ class TrainConfig:
             raise ICLError(f"train.loggers: got {bad}; allowed: any of {', '.join(LOGGERS)}")
         if self.nonfinite not in NONFINITE:
             raise ICLError(f"train.nonfinite: got {self.nonfinite!r}; allowed: {', '.join(NONFINITE)}")
+        if self.loss not in LOSSES:
+            raise ICLError(f"train.loss: got {self.loss!r}; allowed: {', '.join(LOSSES)}")
         if self.sampling not in SAMPLING:
             raise ICLError(f"train.sampling: got {self.sampling!r}; allowed: {', '.join(SAMPLING)}")
         if self.wandb.mode not in WANDB_MODES:
             raise ICLError(f"train.wandb.mode: got {self.wandb.mode!r}; allowed: {', '.join(WANDB_MODES)}")
 
+    def check_mixture(self, mixture: Any) -> None:
+        """``train.loss`` against the training mixture (a PretrainMixture): logistic needs +-1
+        labels, so every component of positive weight must be a classification class (metric
+        zero_one) without label noise."""
+        if self.loss != "logistic":
+            return
+        bad = [
+            c.label
+            for c in mixture.components
+            if c.weight > 0 and (mixture_metric([c.task]) != "zero_one" or c.noise_std > 0)
+        ]
+        if bad:
+            raise ICLError(
+                f"train.loss: got 'logistic' with data.mixture component(s) {', '.join(bad)}; allowed: logistic only "
+                "where every component is a classification class (+-1 labels, e.g. linear_classification) without "
+                "noise_std, else squared"
+            )
 
-def lr_factor(
-    step: int, schedule: str, warmup_steps: int, total_steps: int = 0, final_fraction: float = 0.0
-) -> float:
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int = 0, final_fraction: float = 0.0) -> float:
     """Multiplier of the base learning rate at optimiser step ``step`` (0-based); ``total_steps``
     and ``final_fraction`` shape warmup_cosine's decay (train.steps, train.final_lr_fraction)."""
     s = step + 1

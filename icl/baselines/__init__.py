@@ -10,10 +10,15 @@ from typing import Any
 from icl.baselines.base import Predictor
 from icl.baselines.bayes import BayesMixture, BayesPosterior, BayesTrain, component
 from icl.baselines.checkpoint import CheckpointPredictor
+from icl.baselines.gd_2nn import GD2NN
 from icl.baselines.lasso import Lasso, LassoCV
 from icl.baselines.linear import LeastSquares, Ridge
+from icl.baselines.logistic import Logistic
+from icl.baselines.optional import Unavailable
 from icl.baselines.quadratic import QuadraticLeastSquares
 from icl.baselines.simple import KNN, Averaging, Zero
+from icl.baselines.tree import GreedyTree, GreedyTreeFull
+from icl.baselines.xgb import XGBoost
 from icl.errors import ICLError
 from icl.plugins import check_free
 
@@ -31,6 +36,11 @@ BASELINES: dict[str, type[Predictor]] = {
         BayesTrain,
         CheckpointPredictor,
         QuadraticLeastSquares,
+        GD2NN,
+        GreedyTree,
+        GreedyTreeFull,
+        XGBoost,
+        Logistic,
     )
 }
 
@@ -73,13 +83,19 @@ __all__ = [
     "BayesPosterior",
     "BayesTrain",
     "CheckpointPredictor",
+    "GD2NN",
+    "GreedyTree",
+    "GreedyTreeFull",
     "KNN",
     "Lasso",
     "LassoCV",
     "LeastSquares",
+    "Logistic",
     "Predictor",
     "QuadraticLeastSquares",
     "Ridge",
+    "Unavailable",
+    "XGBoost",
     "Zero",
     "baseline_params",
     "build_baseline",

@@ -9,17 +9,18 @@ from typing import Any
 
 import torch
 from omegaconf.errors import OmegaConfBaseException
+from torch import nn
 
 from icl.checkpoint.fields import tensor_mismatch
 from icl.checkpoint.io import read_checkpoint, resolve_checkpoint
 from icl.config import Config, from_dict
 from icl.errors import ICLError
-from icl.model import ICLTransformer
+from icl.models import build_model
 
-PREFIX = "model."  # ICLModule's state_dict keys: its ICLTransformer is the attribute `model`
+PREFIX = "model."  # ICLModule's state_dict keys: its model is the attribute `model`
 
 
-def model_from_config(ckpt: dict[str, Any], p: Path) -> tuple[Config, ICLTransformer]:
+def model_from_config(ckpt: dict[str, Any], p: Path) -> tuple[Config, nn.Module]:
     """The checkpoint's config and the model it describes, on the meta device, with the weights'
     dtype in training (Lightning's 64-true trains in float64; every other precision keeps float32
     weights)."""
@@ -31,11 +32,11 @@ def model_from_config(ckpt: dict[str, Any], p: Path) -> tuple[Config, ICLTransfo
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise ICLError(f"{p}: icl_config: {reason}; allowed: the config icl wrote") from None
     with torch.device("meta"):
-        model = ICLTransformer(dataclasses.replace(cfg.model), cfg.data.n_dims)
+        model = build_model(dataclasses.replace(cfg.model), cfg.data.n_dims)
     return cfg, model.double() if cfg.train.precision == "64-true" else model
 
 
-def check_weights(state: dict[str, Any], model: ICLTransformer, p: Path) -> None:
+def check_weights(state: dict[str, Any], model: nn.Module, p: Path) -> None:
     want = {PREFIX + k: v for k, v in model.state_dict().items()}
     problem = tensor_mismatch(want, state)
     if problem:
@@ -60,13 +61,13 @@ def parse_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[ICLTransformer, Config]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
     """Rebuild the model from a checkpoint's config and load its weights (eval mode)."""
     device = parse_device(device)
     p = resolve_checkpoint(path)
     ckpt = read_checkpoint(p)
     cfg, reference = model_from_config(ckpt, p)
     check_weights(ckpt["state_dict"], reference, p)
-    model = ICLTransformer(dataclasses.replace(cfg.model), cfg.data.n_dims)
+    model = build_model(dataclasses.replace(cfg.model), cfg.data.n_dims)
     model.load_state_dict({k.removeprefix(PREFIX): v for k, v in ckpt["state_dict"].items()})
     return model.to(device).eval(), cfg

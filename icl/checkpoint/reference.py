@@ -91,12 +91,34 @@ def _relu_2nn(kw: dict[str, Any], n_dims: int) -> dict[str, Any] | None:
     return {"name": "relu_2nn", "params": {"hidden": kw.get("hidden_layer_size", 100), "normalize": False}}
 
 
+def _quadratic(kw: dict[str, Any], n_dims: int) -> dict[str, Any] | None:
+    if set(kw) - {"scale"} or kw.get("scale", 1) != 1:
+        return None
+    return {"name": "quadratic", "params": {"normalize": False}}  # w . (x * x) / sqrt(3), as theirs
+
+
+def _classification(kw: dict[str, Any], n_dims: int) -> dict[str, Any] | None:
+    return None if set(kw) - {"scale"} else {"name": "linear_classification"}  # a scale changes no label
+
+
+def _decision_tree(kw: dict[str, Any], n_dims: int) -> dict[str, Any] | None:
+    depth = kw.get("depth", 4)
+    if set(kw) - {"depth"} or not isinstance(depth, int) or depth < 1:
+        return None
+    return {"name": "decision_tree", "params": {"depth": depth}}
+
+
 REFERENCE_TASKS = {
     "linear_regression": _linear,
     "sparse_linear_regression": _sparse_linear,
     "noisy_linear_regression": _noisy_linear,
     "relu_2nn_regression": _relu_2nn,
+    "quadratic_regression": _quadratic,
+    "linear_classification": _classification,
+    "decision_tree": _decision_tree,
 }
+# The reference trains each task on its own training metric: logistic for classification.
+REFERENCE_LOSS = {"linear_classification": "logistic"}
 # What an unmapped task's run is given as its training distribution, so that it validates and
 # evaluates; the model can be evaluated on any class with --suite.
 PLACEHOLDER = {"name": "dense_linear", "params": {"normalize": False}}
@@ -365,6 +387,8 @@ def build_config(data: dict[str, Any], conf: Path, step: int | None, name: str, 
         dims = None
     ramps = {k: {**r, "end": 0} for k, r in (("dims", dims), ("points", points)) if r is not None}
     train: dict[str, Any] = {"steps": max(step or 0, 1)}
+    if component is not PLACEHOLDER and task in REFERENCE_LOSS:
+        train["loss"] = REFERENCE_LOSS[task]
     lr, batch = training.get("learning_rate"), training.get("batch_size")
     if _is_number(lr) and lr > 0:
         train["lr"] = float(lr)

@@ -45,6 +45,8 @@ def shape_key(cfg: Config) -> tuple[tuple[str, str], ...]:
 def solo_only(cfg: Config) -> str | None:
     """Why a run cannot be an ensemble member (it then trains alone), or None."""
     t = cfg.train
+    if cfg.model.family != "gpt2":
+        return f"model.family={cfg.model.family}: the ensemble trainer stacks gpt2 models only"
     if t.precision == "16-mixed":
         return "train.precision=16-mixed (one loss scaler would skip every member's step for one member's overflow)"
     if str(t.devices) not in ("1", "auto") or t.num_nodes != 1 or t.strategy != "auto":

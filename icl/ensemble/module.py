@@ -72,7 +72,7 @@ class EnsembleModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         step, xs, ys = batch
         preds = self.train_forward(xs, ys)  # (M, B, N)
-        losses, per_position = prefix_losses(preds, ys)  # (M,), (M, N)
+        losses, per_position = prefix_losses(preds, ys, self.shared.loss)  # (M,), (M, N); train.loss is shared
         self._losses = torch.cat([losses.detach()[:, None], per_position.detach()], dim=1)  # (M, 1 + N)
         # Each member's parameters get the gradient of its own loss alone.
         return losses.sum()

@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from icl.config import Config
-from icl.evaluation.curves import error_curves
+from icl.evaluation.curves import error_curves, scenario_metric
 from icl.evaluation.run import build_baselines, build_predictors
 from icl.evaluation.scenarios import build_suite
 from icl.evaluation.scenarios.identity import distinct
@@ -26,6 +26,8 @@ class PeriodicEval(Callback):
         self.sampler = Sampler(cfg.data, cfg.eval.seed)
         self.scenarios, _ = distinct(build_suite(cfg.eval.periodic_suite, cfg, self.sampler.mixture), cfg)
         self.baselines = build_baselines(cfg.eval.periodic_baselines, cfg.data.n_dims)
+        # each scenario's error: mse, or zero_one where all its classes are classification classes
+        self.metrics = {sc.name: scenario_metric(sc.mixture) for sc in self.scenarios}
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
@@ -36,11 +38,11 @@ class PeriodicEval(Callback):
     def log_curves(self, loggers, model, device, step: int) -> None:
         """Evaluate ``model`` now and send its curves to ``loggers`` at ``step``. (Not ``log``: Lightning
         sets a callback's ``log`` to the module's.)"""
-        log_evaluation(loggers, self.curves(model, device), step)
+        log_evaluation(loggers, self.curves(model, device), step, metric=self.metrics)
 
     def values(self, model, device) -> dict[str, float]:
-        """The scalars of ``model`` now: eval/<scenario>/<predictor>/mse@<k> for every k."""
-        return curve_metrics(self.curves(model, device))
+        """The scalars of ``model`` now: eval/<scenario>/<predictor>/<metric>@<k> for every k."""
+        return curve_metrics(self.curves(model, device), self.metrics)
 
     def curves(self, model, device) -> Curves:
         """Mean error at every k per scenario and predictor of ``model`` now (its train/eval mode
@@ -69,6 +71,6 @@ class PeriodicEval(Callback):
                     query=sc.query,
                     device=device,
                 )
-                curves[sc.name] = {pred: err.mean(axis=0).tolist() for pred, err in result.sq_errors.items()}
+                curves[sc.name] = {pred: err.mean(axis=0).tolist() for pred, err in result.errors().items()}
         model.train(was_training)
         return curves

@@ -29,6 +29,10 @@ CONVENTIONS = {
     "mse": "raw MSE (paper 1; unit-variance functions, the zero predictor scores about 1)",
     "mse_over_d": "MSE divided by the input dimension d (paper 2)",
 }
+# A scenario's metric other than mse (its classes' declaration, icl.tasks.metric_of): the record's
+# "curves" are in it, and "curves_mse" keeps the MSE in the convention.
+METRIC_TEXT = {"zero_one": "0/1 error of sign(prediction) (classification; the zero predictor scores 1)"}
+METRIC_LABEL = {"zero_one": "0/1 error"}
 
 
 def write_curves(
@@ -47,16 +51,18 @@ def write_curves(
     ``yscale``: auto, linear or log (icl.figures.choose_yaxis)."""
     check_yscale(yscale)
     scale = 1.0 / result.n_dims if convention == "mse_over_d" else 1.0
-    summary = result.summary()
+    summary = result.summary(metric="mse")
     for stats in summary.values():
         for key in stats:
             stats[key] = [v * scale for v in stats[key]]
+    mse_curves, summary = (summary, result.summary()) if result.metric != "mse" else (None, summary)
     gaps = gap_closed_all(result.sq_errors)  # a ratio: the same in either convention
     record = {
         "scenario": name,
         "title": title,
         "convention": convention,
         "convention_text": CONVENTIONS[convention],
+        "metric": result.metric,
         "n_prompts": int(next(iter(result.sq_errors.values())).shape[0]),
         "n_dims": result.n_dims,
         "k": list(range(len(next(iter(summary.values()))["mean"]))),
@@ -66,6 +72,9 @@ def write_curves(
         CHECKPOINT: checkpoint,
         SETTINGS: settings,
     }
+    if mse_curves is not None:
+        record["metric_text"] = METRIC_TEXT[result.metric]
+        record["curves_mse"] = mse_curves
     if gaps:
         record["gap_closed"] = gaps
         record["gap_closed_text"] = DEFINITION
@@ -76,14 +85,19 @@ def write_curves(
 
 
 def curves_csv(record: dict[str, Any]) -> str:
-    """One row per k and predictor: its error (metric = the convention) and, where least squares and
+    """One row per k and predictor: its error (metric = the convention; for a scenario with another
+    metric, e.g. zero_one, rows in it and then MSE rows in the convention) and, where least squares and
     Bayes were evaluated, the fraction of their gap it closes (metric gap_closed; empty where undefined)."""
     rows = ["k,predictor,mean,ci_low,ci_high,metric"]
-    for pred_name, stats in record["curves"].items():
-        rows += [
-            f"{k},{pred_name},{m:.6g},{lo:.6g},{hi:.6g},{record['convention']}"
-            for k, m, lo, hi in zip(record["k"], stats["mean"], stats["ci_low"], stats["ci_high"], strict=True)
-        ]
+    metric = record.get("metric", "mse")
+    parts = [(record["curves"], record["convention"] if metric == "mse" else metric)]
+    parts += [(record["curves_mse"], record["convention"])] if "curves_mse" in record else []
+    for curves, name in parts:
+        for pred_name, stats in curves.items():
+            rows += [
+                f"{k},{pred_name},{m:.6g},{lo:.6g},{hi:.6g},{name}"
+                for k, m, lo, hi in zip(record["k"], stats["mean"], stats["ci_low"], stats["ci_high"], strict=True)
+            ]
     for pred_name, stats in record.get("gap_closed", {}).items():
         rows += [
             f"{k},{pred_name}," + ",".join("" if v is None else f"{v:.6g}" for v in (m, lo, hi)) + ",gap_closed"
@@ -110,10 +124,11 @@ def plot_curves(record: dict[str, Any], path: Path, yscale: str = "auto") -> Non
         mark_k_equals_d(ax, record["n_dims"])
     set_yaxis(ax, drawn, axis=axis)
     ax.set_xlabel("in-context examples k")
-    ax.set_ylabel("MSE / d" if convention == "mse_over_d" else "MSE")
+    metric = record.get("metric", "mse")
+    ax.set_ylabel(METRIC_LABEL.get(metric) or ("MSE / d" if convention == "mse_over_d" else "MSE"))
     step = (record.get(CHECKPOINT) or {}).get("global_step")
     at = f", step {step}" if step is not None else ""
-    what = CONVENTIONS[convention].split(" (")[0]
+    what = (METRIC_TEXT.get(metric) or CONVENTIONS[convention]).split(" (")[0]
     ax.set_title(f"{record['title']}\n({what}, {record['n_prompts']} prompts{at})", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.25, lw=0.5)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from icl import outputs
-from icl.baselines import BASELINES, build_baseline
+from icl.baselines import BASELINES, Unavailable, build_baseline
 from icl.checkpoint.io import LAST, resolve_checkpoint
 from icl.checkpoint.load import load_model
 from icl.config import Config
@@ -26,7 +26,7 @@ from icl.evaluation.curves import error_curves
 from icl.evaluation.gap import DEFINITION, fmt_gap
 from icl.evaluation.ks import table_ks
 from icl.evaluation.provenance import describe, infer_checkpoint, matches, read_record, settings
-from icl.evaluation.report import CONVENTIONS, write_curves, write_prediction_sweep
+from icl.evaluation.report import CONVENTIONS, METRIC_LABEL, METRIC_TEXT, write_curves, write_prediction_sweep
 from icl.evaluation.scenarios import Scenario, build_suite
 from icl.evaluation.scenarios.identity import distinct
 from icl.figures import check_yscale, configured_yscale
@@ -58,7 +58,8 @@ def build_baselines(names: list[str], n_dims: int, notes: list[str] | None = Non
     evaluation (the others are built by ``build_predictors``). ``checkpoint:PATH`` loads a trained
     model (a run directory or a .ckpt file) as a baseline, e.g. a specialist to compare with a
     mixture model, under the display name of ``checkpoint_labels``; a checkpoint file named twice
-    is one baseline, said in ``notes``."""
+    is one baseline, said in ``notes``; a baseline whose optional package is missing is skipped,
+    said there too."""
     specs = [name.partition(":") for name in names]
     labels = checkpoint_labels([arg for kind, sep, arg in specs if kind == "checkpoint" and sep])
     built: dict[str, Any] = {}
@@ -82,7 +83,11 @@ def build_baselines(names: list[str], n_dims: int, notes: list[str] | None = Non
                 )
             built[label], named[label] = build_baseline("checkpoint", model=model, label=label).predict, name
         else:
-            built[name] = build_baseline(name).predict
+            try:
+                built[name] = build_baseline(name).predict
+            except Unavailable as e:  # its optional package is not installed
+                if notes is not None:
+                    notes.append(f"{name} skipped ({e})")
     return built
 
 
@@ -333,7 +338,7 @@ def _run_scenarios(
 def scenario_line(record: dict[str, Any], cfg: Config, counter: str, elapsed: float) -> str:
     """``[i/n] NAME: H:MM:SS, model MSE at k=K X``: the model's error at the table k."""
     k = table_k(cfg, len(record["k"]))
-    what = "MSE/d" if record["convention"] == "mse_over_d" else "MSE"
+    what = METRIC_LABEL.get(record.get("metric", "mse")) or ("MSE/d" if record["convention"] == "mse_over_d" else "MSE")
     model = record["curves"].get("model")
     err = f", model {what} at k={k} {model['mean'][k]:.4f}" if model else ""
     return f"{counter} {record['scenario']}: {duration(elapsed)}{err}"
@@ -420,6 +425,8 @@ def write_summary(
         ]
         if (out / f"{name}.sweep.png").exists():
             lines.append(f" · [prediction sweep]({name}.sweep.png)")
+        if rec.get("metric", "mse") != "mse":
+            lines += ["", f"Error: {METRIC_TEXT[rec['metric']]}; its MSE: `curves_mse` in the JSON, rows in the CSV."]
         lines += ["", "| predictor | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
         for pred, stats in rec["curves"].items():
             lines.append(f"| {pred} | " + " | ".join(f"{stats['mean'][k]:.4f}" for k in ks) + " |")

@@ -56,6 +56,8 @@ def paper_run(cfg: Config) -> PaperRun | None:
     size = next(
         (m["size"] for m in paper_data("paper1_models") if (m["n_layer"], m["n_head"], m["n_embd"]) == arch), None
     )
+    if cfg.model.family != "gpt2":  # the paper's models are GPT-2 transformers
+        return None
     if cfg.data.n_dims != PAPER_D or size is None or len(mix) != 2 or mix[0] != CLASSES["dense"]:
         return None
     family = next((f for f, cls in FAMILIES.items() if mix[1] == cls), None)

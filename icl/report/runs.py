@@ -97,7 +97,9 @@ def label_runs(runs: list[Run]) -> None:
         if any(k.startswith("data.mixture") for k in differ):
             parts.append(" + ".join(f"{c.weight:g} {class_label(c.name, dict(c.params))}" for c in run.active))
         if any(k.startswith("model.") for k in differ):
-            parts.append("{}L/{}H/{}".format(*run.arch))
+            m = run.cfg.model  # the family where runs differ in it (gpt2 / lstm / mamba)
+            family = f"{m.family} " if any(k == "model.family" for k in differ) else ""
+            parts.append(family + "{}L/{}H/{}".format(*run.arch))
         parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model."))]
         run.label = "; ".join(parts) or run.path.name
     labels = [r.label for r in runs]

@@ -29,6 +29,8 @@ class FunctionClass:
     # icl.baselines.bayes.POSTERIORS, or None where no exact posterior exists (`bayes` then
     # refuses mixtures that give the class a positive weight).
     bayes_posterior: ClassVar[str | None] = None
+    # The error the class is judged by (icl.tasks.METRICS): mse, or zero_one for +-1 labels.
+    metric: ClassVar[str] = "mse"
 
     def check(self, n_dims: int) -> None:
         """Raise ICLError if this class cannot be used with inputs of ``n_dims`` dimensions."""

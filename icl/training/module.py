@@ -1,7 +1,7 @@
-"""The LightningModule: an ICLTransformer trained on a Sampler's step stream with the prefix
-loss; optimiser and schedule, the non-finite guard, the metrics row of each logged step (loss,
-learning rate, gradient norm, steps/s), and what every checkpoint records. Thin: the maths lives
-in model.py, sampling.py and loss.py."""
+"""The LightningModule: a model of any family (icl/models/) trained on a Sampler's step stream
+with the prefix loss; optimiser and schedule, the non-finite guard, the metrics row of each
+logged step (loss, learning rate, gradient norm, steps/s), and what every checkpoint records.
+Thin: the maths lives in model.py, models/, sampling.py and loss.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from icl.config import from_dict
 from icl.errors import ICLError, NonFiniteError
-from icl.model import ICLTransformer
+from icl.models import build_model
 from icl.rng import Stream, derive_seed
 from icl.sampling import Sampler
 from icl.speed import FlatAdam, FlatAdamW, keep_freed_memory
@@ -90,8 +90,8 @@ def build_optimizer(params, tcfg) -> torch.optim.Optimizer:
 
 
 class ICLModule(L.LightningModule):
-    """Training of an ICLTransformer on a Sampler's stream. ``config`` is the resolved config
-    as a plain dict; it is stored in every checkpoint (``icl_config``)."""
+    """Training of the model ``model.family`` names on a Sampler's stream. ``config`` is the
+    resolved config as a plain dict; it is stored in every checkpoint (``icl_config``)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -100,7 +100,7 @@ class ICLModule(L.LightningModule):
         self.cfg = cfg
         with torch.random.fork_rng(devices=[]):  # initialisation is keyed by the seed alone
             torch.manual_seed(derive_seed(cfg.seed, Stream.INIT))
-            self.model = ICLTransformer(cfg.model, cfg.data.n_dims)
+            self.model = build_model(cfg.model, cfg.data.n_dims)
         self.sampler = Sampler(cfg.data, cfg.seed)
         # A function, not a module attribute, so the checkpoint's state_dict keys stay unchanged.
         self.train_forward = torch.compile(self.model.forward) if cfg.train.compile else self.model.__call__
@@ -114,7 +114,7 @@ class ICLModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         step, xs, ys = batch
         preds = self.train_forward(xs, ys)
-        loss, per_position = prefix_losses(preds, ys)
+        loss, per_position = prefix_losses(preds, ys, self.cfg.train.loss)
         self._losses = torch.cat([loss.detach()[None], per_position.detach()])  # checked and logged below
         return loss
 

@@ -210,6 +210,7 @@ CASES = [
     ("eval_device_absent", ["eval", "run", "--device", "cuda:99"], r"--device: got 'cuda:99' .*allowed: cpu"),
     ("eval_out_is_a_file", ["eval", "run", "--out", "afile"], r"--out afile: is a file; allowed: a directory"),
     ("eval_extra_argument", ["eval", "run", "extra"], r"unrecognized arguments: extra"),
+    ("loss_unsuited_to_mixture", ["train", "train.loss=logistic"], r"train\.loss: got 'logistic' with data\.mixture"),
 ]
 SUBPROCESS = ["subcommand_unknown", "eval_checkpoint_truncated"]
 

@@ -268,15 +268,42 @@ def test_tasks_map_to_classes_with_the_reference_scaling(tmp_path, capsys, refer
         torch.testing.assert_close(batch.ys, f, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("task", "kwargs", "name", "params", "loss"),
+    [
+        ("quadratic_regression", {}, "quadratic", {"normalize": False}, "squared"),
+        ("linear_classification", {}, "linear_classification", {}, "logistic"),
+        ("decision_tree", {"depth": 3}, "decision_tree", {"depth": 3}, "squared"),
+    ],
+)
+def test_paper2_classes_map_with_the_reference_formula_and_loss(
+    tmp_path, capsys, reference, task, kwargs, name, params, loss
+):
+    src = copy_run(reference, tmp_path / "ref")
+    (src / "config.yaml").write_text(yaml.safe_dump(conf(task, kwargs)))
+    rc, _, err = icl(capsys, "import", src, "--out", tmp_path / "run")
+    assert rc == 0 and err == "", err
+    cfg = load_config([tmp_path / "run" / "config.yaml"])
+    (component,) = cfg.data.mixture
+    assert component.name == name and {k: component.params[k] for k in params} == params
+    assert cfg.train.loss == loss  # the reference trains classification on its logistic metric
+    if task == "quadratic_regression":  # the reference: y = (x ** 2) @ w / sqrt(3)
+        batch = Sampler(cfg.data, cfg.seed).sample_batch(10_000, batch_size=64, n_points=8)  # curriculum done
+        f = ((batch.xs**2) @ batch.info["params"][0]["w"][..., None])[..., 0] / math.sqrt(3)
+        torch.testing.assert_close(batch.ys, f, rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_task_imports_with_a_note(tmp_path, capsys, reference):
     ref = reference[0]
     src = copy_run(reference, tmp_path / "ref")
-    (src / "config.yaml").write_text(yaml.safe_dump(conf("decision_tree", {"depth": 4})))
+    (src / "config.yaml").write_text(yaml.safe_dump(conf("gaussian_kernel_regression", {"bandwidth": 1.0})))
     rc, _, err = icl(capsys, "import", src, "--out", tmp_path / "run")
     assert rc == 0, err
     lines = err.splitlines()
     assert (
-        len(lines) == 1 and lines[0].startswith("icl: note: reference task 'decision_tree'") and "--suite" in lines[0]
+        len(lines) == 1
+        and lines[0].startswith("icl: note: reference task 'gaussian_kernel_regression'")
+        and "--suite" in lines[0]
     )
     model, _ = load_model(tmp_path / "run")
     assert max_diff(model, ref) <= 1e-5

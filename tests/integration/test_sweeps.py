@@ -24,6 +24,7 @@ from icl.errors import ICLError
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "sweeps").glob("*.yaml"))
 GRID = {
+    "architectures": 3,
     "dense_sparse": 5,
     "dense_relu": 5,
     "linear_sinusoid": 3,

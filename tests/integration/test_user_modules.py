@@ -404,7 +404,6 @@ def finite_records(out: Path) -> dict:
     return records
 
 
-@pytest.mark.slow
 def test_the_example_trains_and_evaluates_from_outside_the_repository(tmp_path):
     lab = tmp_path / "lab"
     lab.mkdir()
