@@ -470,6 +470,9 @@ class _Progress:
             step = logged_steps(run_dir)
             if step is None:
                 continue
+            # periodic-evaluation rows carry the steps done, training rows one less: a last
+            # evaluation row at train.steps would read one step past the end
+            step = min(step, cfg.train.steps)
             t0, step0 = self.seen.setdefault(run_dir, (now, step))
             rate = (step - step0) / (now - t0) if now > t0 else 0.0
             eta = f", ETA {duration((cfg.train.steps - step) / rate)}" if rate > 0 else ""
