@@ -254,12 +254,68 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl probe --help`)")
+    from icl.analysis.probe_run import parse_settings, run_probe
+
+    settings = parse_settings(
+        args.layers, args.position, args.ks, args.targets, args.n_prompts, args.probe, args.probe_seeds
+    )
+    out = run_probe(args.target, settings, args.out, args.device)
+    print(f"probes written to {out} (probe.json, probe.csv, probe_*.png)")
+    return 0
+
+
+def cmd_compose(args: argparse.Namespace) -> int:
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl compose --help`)")
+    if args.n_prompts < 1:
+        raise ICLError(f"--n-prompts: got {args.n_prompts}; allowed: an integer >= 1")
+    if not args.tau > 0:
+        raise ICLError(f"--tau: got {args.tau}; allowed: a number > 0")
+    from icl.evaluation.composition import report_run
+
+    out = Path(args.out) if args.out else Path(args.target) / "eval" / "composition"
+    report_run(args.target, out, n_context=args.k, n_prompts=args.n_prompts, tau=args.tau)
+    print(f"composition metrics written to {out} (composition.json, composition.md)")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from icl.bench.run import run
 
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl bench --help`)")
     run(args)
+    return 0
+
+
+def cmd_align(args: argparse.Namespace) -> int:
+    if args.items:
+        raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl align --help`)")
+    from icl.analysis.align_run import AlignSettings, run_align
+
+    settings = AlignSettings(
+        metrics=[m for m in args.metrics.split(",") if m],
+        neighbours=args.neighbours,
+        n_prompts=args.n_prompts,
+        context=args.context,
+        position=args.position,
+        represent=args.represent,
+        n_queries=args.n_queries,
+        n_perm=args.permutations,
+        seed=args.seed,
+        steps=args.steps,
+        references=[r for r in args.references.split(",") if r],
+        device=args.device,
+    )
+    out, record = run_align(args.sources, settings, Path(args.out) if args.out else None)
+    for metric, recs in record["alignment"].items():
+        for r in recs:
+            scores = f"raw {r['raw']:.4f}, calibrated {r['calibrated']:.4f}, p {r['p_value']:.3g}"
+            print(f"{metric} {r['a']} vs {r['b']}: {scores}")
+    print(f"alignment written to {out} (align.json, align.csv, agreement.csv, *.png)")
     return 0
 
 
@@ -377,6 +433,63 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device for missing evaluations, e.g. cpu or cuda")
     r.add_argument("--yscale", help="the figures' y axes: auto (default), linear or log")
     r.set_defaults(func=cmd_report, items=[])
+    a = sub.add_parser(
+        "align", help="representation alignment and algorithm agreement of models and algorithms; docs/alignment.md"
+    )
+    a.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="RUN[:LAYERS] (a run directory or .ckpt; LAYERS: comma-separated indices, 0 = embedding, or "
+        "fingerprint; default all) or an algorithm: truth or a baseline (least_squares, ridge, lasso, bayes, ...)",
+    )
+    a.add_argument(
+        "--metrics",
+        default="mutual_knn,cka,cka_unbiased,cknna",
+        help="comma-separated: mutual_knn, cka, cka_unbiased, cknna, svcca (default: all but svcca)",
+    )
+    a.add_argument("--neighbours", type=int, default=10, help="k of mutual_knn and cknna (default 10)")
+    a.add_argument("--n-prompts", type=int, default=1024, help="prompts: the rows of every representation")
+    a.add_argument("--context", type=int, help="in-context examples i before the representations (default d // 2)")
+    a.add_argument("--position", default="y", help="hidden-state token: y (after i examples), x or mean")
+    a.add_argument(
+        "--represent", default="fingerprint", help="predictors as fingerprint (predictions at probe queries) or weights"
+    )
+    a.add_argument("--n-queries", type=int, default=32, help="probe queries M of the fingerprints (default 32)")
+    a.add_argument("--permutations", type=int, default=100, help="permutations of the null per source pair")
+    a.add_argument("--seed", type=int, help="prompt, query and permutation seed (default: the first run's eval.seed)")
+    a.add_argument(
+        "--steps", action="store_true", help="also align every step=*.ckpt of each checkpoint's run to --references"
+    )
+    a.add_argument("--references", default="truth,bayes", help="algorithms for --steps (default truth,bayes)")
+    a.add_argument("--out", help="output directory (default: FIRST_RUN/eval/align)")
+    a.add_argument("--device", default="cpu", help="torch device of the models, e.g. cpu or cuda")
+    a.set_defaults(func=cmd_align, items=[])
+    pr = sub.add_parser(
+        "probe", help="probes for w, least squares, ridge, LASSO, ... in hidden states, with controls; docs/probing.md"
+    )
+    pr.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    pr.add_argument("--layers", default="all", help="all (default: embedding 0 and every block) or e.g. 0,3,6")
+    pr.add_argument("--position", default="y", help="y (the y token after i examples; default), x or mean")
+    pr.add_argument("--ks", help="comma-separated i's (in-context examples); default: about d/2, d, between, N")
+    pr.add_argument(
+        "--targets", help="comma-separated: w,ols,ridge,lasso,xty,support,component (default: all that apply)"
+    )
+    pr.add_argument("--n-prompts", type=int, default=4096, help="fresh prompts, split 60/20/20 (default 4096)")
+    pr.add_argument("--probe", default="ridge", help="ridge (default), mlp or both; mlp costs minutes at 4096 prompts")
+    pr.add_argument("--probe-seeds", type=int, default=3, help="splits and probe initialisations (default 3)")
+    pr.add_argument("--out", help="output directory (default: RUN_DIR/eval/probe)")
+    pr.add_argument("--device", default="cpu", help="torch device of the forward passes, e.g. cpu or cuda")
+    pr.set_defaults(func=cmd_probe, items=[])
+    co = sub.add_parser(
+        "compose", help="skill composition of a run trained on skill_composition: seen vs held-out tuples; docs/skills.md"
+    )
+    co.add_argument("target", metavar="RUN_DIR")
+    co.add_argument("--k", type=int, help="in-context examples (default: the run's eval.table_k)")
+    co.add_argument("--n-prompts", type=int, default=200, help="prompts per tuple size and split (default 200)")
+    co.add_argument("--tau", type=float, default=0.1, help="full marks: normalised error below tau (default 0.1)")
+    co.add_argument("--out", help="output directory (default: RUN_DIR/eval/composition)")
+    co.set_defaults(func=cmd_compose, items=[])
     lst = sub.add_parser(
         "list", help="every function class, baseline, suite, scenario family and query shift, with a line on each"
     )

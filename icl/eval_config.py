@@ -41,6 +41,9 @@ class EvalConfig:
     periodic_n_prompts: int = 200
     periodic_baselines: list[str] = dataclasses.field(default_factory=lambda: ["least_squares"])
     yscale: str = "auto"  # figures' y axis: auto (log where curves span > 2 decades), linear or log
+    # Also record, per scenario, the model's agreement with each baseline (mean squared prediction
+    # difference per k, icl/evaluation/agreement.py) as "agreement" in its JSON: costs one more pass.
+    agreement: bool = False
 
 
 def check_eval_overrides(items: list[str]) -> list[str]:

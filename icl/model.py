@@ -164,6 +164,31 @@ def read_in_tokens(read_in: nn.Linear, xs: Tensor, ys: Tensor, flag: bool) -> Te
     return rearrange([h_x, h_y], "two b n e -> b (n two) e")  # (B, T, E): x_1, y_1, x_2, y_2, ...
 
 
+class ReadIn(nn.Module):
+    """What every model family shares: its config, the input dims, the linear read-in of the
+    interleaved tokens (``read_in_tokens``), dropout and the predictor contract. A family adds its
+    sequence model, a read-out and ``forward(xs, ys) -> preds (B, N)``."""
+
+    def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        self.n_dims = n_dims
+        self.read_in = nn.Linear(token_width(cfg, n_dims), cfg.n_embd)
+
+    def tokens(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """The read-in tokens (B, 2N, E) of a prompt the model accepts (``check_prompt``), no positions."""
+        check_prompt(xs, self.n_dims, self.cfg.max_points)
+        return read_in_tokens(self.read_in, xs, ys, self.cfg.token_format == "interleaved_flag")
+
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """The predictor contract shared with every baseline: ``forward``."""
+        return self(xs, ys)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
 def sinusoidal_positions(n: int, dim: int) -> Tensor:
     """Fixed sin/cos position table (Vaswani et al.), shape (n, dim)."""
     pos = torch.arange(n, dtype=torch.float32)[:, None]  # (n, 1)
@@ -174,7 +199,7 @@ def sinusoidal_positions(n: int, dim: int) -> Tensor:
     return table
 
 
-class ICLTransformer(nn.Module):
+class ICLTransformer(ReadIn):
     """Predicts y_i from (x_1, y_1, ..., x_{i-1}, y_{i-1}, x_i) for every i at once.
 
     Token format (``interleaved``): a prompt of N pairs becomes T = 2N tokens of width D,
@@ -194,11 +219,7 @@ class ICLTransformer(nn.Module):
     """
 
     def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
-        self.n_dims = n_dims
-        self.read_in = nn.Linear(token_width(cfg, n_dims), cfg.n_embd)
+        super().__init__(cfg, n_dims)
         n_tokens = 2 * cfg.max_points
         if cfg.positions == "learned":
             self.pos = nn.Parameter(torch.zeros(n_tokens, cfg.n_embd))
@@ -225,8 +246,7 @@ class ICLTransformer(nn.Module):
 
     def embed(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Token embeddings (B, T, E), T = 2N, of the interleaved prompt, positions included."""
-        check_prompt(xs, self.n_dims, self.cfg.max_points)
-        h = read_in_tokens(self.read_in, xs, ys, self.cfg.token_format == "interleaved_flag")  # (B, T, E)
+        h = self.tokens(xs, ys)  # (B, T, E)
         return self.drop(h + self.pos[: h.shape[1]])  # (B, T, E)
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
@@ -243,8 +263,3 @@ class ICLTransformer(nn.Module):
         x_tokens = slice(0, None, 2)
         h = self.blocks[-1](h, bias[x_tokens], x_tokens)  # (B, N, E)
         return self.read_out(self.ln_f(h))[..., 0]  # (B, N)
-
-    predict = forward  # the predictor contract shared with every baseline
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

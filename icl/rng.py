@@ -19,6 +19,7 @@ class Stream(IntEnum):
     NOISE = 4  # label noise
     BASIS = 5  # fixed per-run structures, e.g. the eigenbasis of a skewed covariance
     INIT = 6  # model initialisation
+    PROBE = 7  # probe fitting (icl.analysis.probe): prompt splits, re-pairings, probe initialisation
 
 
 class Domain(IntEnum):
@@ -27,6 +28,7 @@ class Domain(IntEnum):
 
     TRAIN = 0
     EVAL = 1
+    PROBE = 2  # prompts of `icl probe`: never a training or evaluation prompt
 
 
 def _splitmix64(x: int) -> int:

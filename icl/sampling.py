@@ -86,7 +86,6 @@ class PretrainMixture:
             raise ICLError(f"data.mixture weights: got {weights}; allowed: non-negative numbers summing to 1")
         self.components = components
         self.mixing = mixing
-        self.weights = torch.tensor(weights, dtype=torch.float64)
 
     @classmethod
     def from_config(
@@ -110,12 +109,16 @@ class PretrainMixture:
             components.append(Component(task, float(spec.weight), float(spec.noise_std), label))
         return cls(components, mixing)
 
-    def sample(self, xs: Tensor, seed: int, step: int, domain: Domain) -> tuple[Tensor, dict[str, Any]]:
-        """ys (B, N) and info for inputs ``xs`` (B, N, d_active)."""
+    def sample(
+        self, xs: Tensor, seed: int, step: int, domain: Domain, weights: list[float] | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """ys (B, N) and info for inputs ``xs`` (B, N, d_active); ``weights`` replaces the
+        mixture's own (a curriculum's weights at this step)."""
         B, N, d = xs.shape
         dev = xs.device
         g_mix = generator(seed, step, Stream.MIXTURE, domain=domain, device=dev)
-        probs = self.weights.to(device=dev, dtype=torch.float32)
+        w = [c.weight for c in self.components] if weights is None else weights
+        probs = torch.tensor(w, device=dev, dtype=torch.float32)
         if len(self.components) == 1:
             ids = torch.zeros(B, dtype=torch.long, device=dev)
         elif self.mixing == "per_sequence":
@@ -126,7 +129,7 @@ class PretrainMixture:
         noise_std = torch.zeros(B, device=dev, dtype=xs.dtype)
         params: list[Params | None] = []
         for k, comp in enumerate(self.components):
-            if comp.weight == 0:
+            if w[k] == 0:
                 params.append(None)
                 continue
             g = generator(seed, step, Stream.PARAMS, substream=k, domain=domain, device=dev)
@@ -178,7 +181,9 @@ class Sampler:
         self.cfg = cfg
         self.seed = seed
         self.mixture = PretrainMixture.from_config(list(cfg.mixture), cfg.n_dims, cfg.mixing)
-        self.curriculum = Curriculum.build(cfg.curriculum, cfg.n_dims, cfg.n_points)
+        self.curriculum = Curriculum.build(
+            cfg.curriculum, cfg.n_dims, cfg.n_points, [c.weight for c in self.mixture.components]
+        )
 
     def sample_batch(
         self,
@@ -202,7 +207,9 @@ class Sampler:
         B = batch_size or self.cfg.batch_size
         g_in = generator(self.seed, step, Stream.INPUTS, domain=domain, device=device)
         xs = sample_inputs(inputs or self.cfg.inputs, B, points, d_active, g_in)
-        ys, info = (mixture or self.mixture).sample(xs, self.seed, step, domain)
+        # The weight ramp shapes training only; evaluation samples the mixture's own weights.
+        weights = self.curriculum.weights_at(step) if mixture is None and domain == Domain.TRAIN else None
+        ys, info = (mixture or self.mixture).sample(xs, self.seed, step, domain, weights)
         if d_active < self.cfg.n_dims:
             xs = torch.nn.functional.pad(xs, (0, self.cfg.n_dims - d_active))
         return Batch(xs, ys, info)

@@ -15,6 +15,7 @@ from icl.baselines.lasso import Lasso, LassoCV
 from icl.baselines.linear import LeastSquares, Ridge
 from icl.baselines.logistic import Logistic
 from icl.baselines.optional import Unavailable
+from icl.baselines.oracle import DictionaryLasso, OracleSupport
 from icl.baselines.quadratic import QuadraticLeastSquares
 from icl.baselines.simple import KNN, Averaging, Zero
 from icl.baselines.tree import GreedyTree, GreedyTreeFull
@@ -41,6 +42,8 @@ BASELINES: dict[str, type[Predictor]] = {
         GreedyTreeFull,
         XGBoost,
         Logistic,
+        OracleSupport,
+        DictionaryLasso,
     )
 }
 
@@ -83,6 +86,7 @@ __all__ = [
     "BayesPosterior",
     "BayesTrain",
     "CheckpointPredictor",
+    "DictionaryLasso",
     "GD2NN",
     "GreedyTree",
     "GreedyTreeFull",
@@ -91,6 +95,7 @@ __all__ = [
     "LassoCV",
     "LeastSquares",
     "Logistic",
+    "OracleSupport",
     "Predictor",
     "QuadraticLeastSquares",
     "Ridge",

@@ -58,6 +58,16 @@ class Lasso(Predictor):
         )
         return w[:, 0].reshape(b, n, d)
 
+    def context_coefficients(self, xs: Tensor, ys: Tensor) -> Tensor:
+        """w (B, D) in float64 fit on all the k points of each prompt: what row k of ``coefficients``
+        holds, from one problem per prompt instead of one per prefix."""
+        check_inputs(xs, ys)
+        x, y = xs.double(), ys.double()
+        b, k, _ = x.shape
+        alphas = torch.full((b, 1), self.alpha * k, dtype=torch.float64, device=x.device)
+        w = solve_lasso(x.mT @ x, (x * y[..., None]).sum(1), (y * y).sum(1), alphas, self.tol, self.max_iter)
+        return w[:, 0]
+
     def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
         check_inputs(xs, ys)
         return (self.coefficients(xs, ys) * xs.double()).sum(-1).to(ys.dtype)

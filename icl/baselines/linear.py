@@ -43,17 +43,32 @@ def _spectral_fit(xs: Tensor, ys: Tensor, lam: float) -> Tensor:
     for sl in batch_chunks(b, n * n * max(n, d)):
         x64, y64 = xs[sl].double(), ys[sl].double()
         u, s, vh = _prefix_svd(x64)
-        if lam > 0:
-            filt = s / (s * s + lam)
-        else:
-            rcond = torch.finfo(torch.float64).eps * torch.clamp(rows, min=d)  # (N,)
-            cutoff = rcond[None, :, None] * s[..., :1]
-            filt = torch.where(s > cutoff, 1.0 / torch.where(s > cutoff, s, 1.0), 0.0)
         y_ctx = mask[None] * y64[:, None, :]  # (B, i, j)
-        proj = torch.einsum("bijk,bij->bik", u, y_ctx) * filt  # (B, N, K)
+        proj = torch.einsum("bijk,bij->bik", u, y_ctx) * _filter(s, rows, d, lam)  # (B, N, K)
         w = torch.einsum("bikd,bik->bid", vh, proj)  # (B, N, D)
         out[sl] = (w * x64).sum(-1)
     return out
+
+
+def _filter(s: Tensor, rows: Tensor, d: int, lam: float) -> Tensor:
+    """The spectral filter of ``_spectral_fit`` for singular values s (..., K) of designs with
+    ``rows`` rows (broadcast against s without its last dim)."""
+    if lam > 0:
+        return s / (s * s + lam)
+    rcond = torch.finfo(torch.float64).eps * torch.clamp(rows, min=d)
+    cutoff = rcond[..., None] * s[..., :1]
+    return torch.where(s > cutoff, 1.0 / torch.where(s > cutoff, s, 1.0), 0.0)
+
+
+def context_fit(xs: Tensor, ys: Tensor, lam: float) -> Tensor:
+    """w (B, D) in float64 fit on all the k points of each prompt xs (B, k, D), ys (B, k), with the
+    filter of ``_spectral_fit`` (lam = 0: min-norm least squares, lam > 0: ridge): the weights behind
+    the prediction at query k, from one SVD per prompt."""
+    check_inputs(xs, ys)
+    u, s, vh = torch.linalg.svd(xs.double(), full_matrices=False)  # (B, k, K), (B, K), (B, K, D)
+    rows = torch.tensor(float(xs.shape[1]), dtype=torch.float64, device=xs.device)
+    proj = torch.einsum("bjk,bj->bk", u, ys.double()) * _filter(s, rows, xs.shape[2], lam)
+    return torch.einsum("bkd,bk->bd", vh, proj)
 
 
 class LeastSquares(Predictor):

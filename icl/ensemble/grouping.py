@@ -8,7 +8,7 @@ from typing import Any
 from icl.config import Config, flatten, to_dict
 
 # Dotted config keys (or sections, ending in ".") a member may set differently from the others:
-# its data (mixture, inputs), seed, learning rate and schedule, weight decay, clipping, trackers,
+# its data (mixture, inputs, mixture-weight ramp), seed, learning rate and schedule, weight decay, clipping, trackers,
 # evaluation and name. Everything else (the model, d, prompt length, batch size, curriculum,
 # steps, optimiser kind, betas, precision, devices, checkpoint and log cadence, ...) is shared.
 MEMBER_KEYS = (
@@ -18,6 +18,7 @@ MEMBER_KEYS = (
     "data.mixture",
     "data.mixing",
     "data.inputs.",
+    "data.curriculum.weights.",
     "train.lr",
     "train.schedule",
     "train.warmup_steps",

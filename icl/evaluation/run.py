@@ -22,7 +22,8 @@ from icl.config import Config
 from icl.console import duration, say
 from icl.errors import ICLError
 from icl.eval_config import MAX_PROMPTS
-from icl.evaluation.curves import error_curves
+from icl.evaluation.agreement import agreement_curves
+from icl.evaluation.curves import BLOCK, error_curves
 from icl.evaluation.gap import DEFINITION, fmt_gap
 from icl.evaluation.ks import table_ks
 from icl.evaluation.provenance import describe, infer_checkpoint, matches, read_record, settings
@@ -252,6 +253,8 @@ def scenario_settings(
 ) -> dict[str, Any]:
     """The settings a scenario's record is reused for (provenance.settings)."""
     definition = {"title": sc.title, "n_points": sc.n_points or cfg.data.n_points, "query": sc.query}
+    if cfg.eval.agreement:  # a record without agreement numbers is not reused for one that asks for them
+        definition["agreement"] = True
     if sc.spec is not None:  # a suite file's scenario: its entry, which may change under the same name
         definition["spec"] = sc.spec
     return settings(
@@ -321,7 +324,8 @@ def _run_scenarios(
                 sc.name,
                 sc.title,
                 convention,
-                extra={"group": sc.group, "value": sc.value, "query": sc.query},
+                extra={"group": sc.group, "value": sc.value, "query": sc.query}
+                | scenario_agreement(predictors, sampler, n_prompts, sc, cfg, device),
                 checkpoint=checkpoint,
                 settings=wanted[sc.name],
                 yscale=yscale,
@@ -333,6 +337,15 @@ def _run_scenarios(
     tables = write_tables(records, scenarios, cfg, partial)
     write_summary(records, tables, notes, cfg, suite, convention, n_prompts, partial, checkpoint)
     return records
+
+
+def scenario_agreement(predictors, sampler: Sampler, n_prompts: int, sc: Scenario, cfg: Config, device) -> dict:
+    """With eval.agreement: {"agreement": {"model vs NAME": squared prediction difference per k}} on
+    the scenario's own prompts (scenarios with shifted queries have none); else {}."""
+    if not cfg.eval.agreement or sc.query is not None or "model" not in predictors:
+        return {}
+    sample = {"n_points": sc.n_points, "inputs": sc.inputs, "mixture": sc.mixture}
+    return {"agreement": agreement_curves(predictors, sampler, n_prompts, BLOCK, device, **sample)}
 
 
 def scenario_line(record: dict[str, Any], cfg: Config, counter: str, elapsed: float) -> str:

@@ -7,7 +7,7 @@ import math
 
 from torch import Tensor, nn
 
-from icl.model import ModelConfig, check_prompt, read_in_tokens, token_width
+from icl.model import ModelConfig, ReadIn, token_width
 
 # Floats per token and unit of width one layer holds for the backward pass: 17 counted from the
 # tensors autograd saves in a CPU training step (the layer's input and output, and the oneDNN
@@ -17,7 +17,7 @@ SAVED_FLOATS = 17
 ALLOWANCE = 1.25
 
 
-class ICLLSTM(nn.Module):
+class ICLLSTM(ReadIn):
     """Predicts y_i from (x_1, y_1, ..., x_{i-1}, y_{i-1}, x_i) for every i at once, as
     ICLTransformer does, with the same tokens ``[x_1, y_1, x_2, y_2, ...]`` (y in coordinate 0;
     ``interleaved_flag`` adds the x/y coordinate) read in by the same linear map. A recurrent
@@ -26,11 +26,7 @@ class ICLLSTM(nn.Module):
     orders the tokens."""
 
     def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
-        self.n_dims = n_dims
-        self.read_in = nn.Linear(token_width(cfg, n_dims), cfg.n_embd)
+        super().__init__(cfg, n_dims)
         self.drop = nn.Dropout(cfg.dropout)
         between = cfg.dropout if cfg.n_layer > 1 else 0.0  # nn.LSTM's dropout acts between layers only
         self.lstm = nn.LSTM(cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True, dropout=between)
@@ -38,16 +34,10 @@ class ICLLSTM(nn.Module):
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions (B, N) from xs (B, N, D) and ys (B, N): preds[:, i] from x_1, y_1, ..., x_i."""
-        check_prompt(xs, self.n_dims, self.cfg.max_points)
-        h = read_in_tokens(self.read_in, xs, ys, self.cfg.token_format == "interleaved_flag")  # (B, T, E)
+        h = self.tokens(xs, ys)  # (B, T, E)
         # The last y token feeds no prediction: left out (T = 2N - 1 from here on).
         h, _ = self.lstm(self.drop(h[:, :-1]))  # (B, T, E)
         return self.read_out(self.drop(h[:, 0::2]))[..., 0]  # (B, N): read out at the x tokens
-
-    predict = forward  # the predictor contract shared with every baseline
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def param_count(model: ModelConfig, n_dims: int) -> int:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from icl.model import ModelConfig, check_prompt, read_in_tokens, token_width
+from icl.model import ModelConfig, ReadIn, token_width
 
 try:  # optional: never required, never installed by icl
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
@@ -120,7 +120,7 @@ class MambaBlock(nn.Module):
         return h + self.drop(self.out_proj(y))  # (B, T, E)
 
 
-class ICLMamba(nn.Module):
+class ICLMamba(ReadIn):
     """Predicts y_i from (x_1, y_1, ..., x_{i-1}, y_{i-1}, x_i) for every i at once, as
     ICLTransformer does, with the same tokens ``[x_1, y_1, x_2, y_2, ...]`` (y in coordinate 0;
     ``interleaved_flag`` adds the x/y coordinate) read in by the same linear map. Every block is
@@ -128,11 +128,7 @@ class ICLMamba(nn.Module):
     2i, depends only on ``xs[:, :i+1]`` and ``ys[:, :i]``. No positions: the scan orders the tokens."""
 
     def __init__(self, cfg: ModelConfig, n_dims: int) -> None:
-        super().__init__()
-        cfg.check()
-        self.cfg = cfg
-        self.n_dims = n_dims
-        self.read_in = nn.Linear(token_width(cfg, n_dims), cfg.n_embd)
+        super().__init__(cfg, n_dims)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.n_layer))
         self.norm_f = nn.RMSNorm(cfg.n_embd)
@@ -140,17 +136,11 @@ class ICLMamba(nn.Module):
 
     def forward(self, xs: Tensor, ys: Tensor) -> Tensor:
         """Predictions (B, N) from xs (B, N, D) and ys (B, N): preds[:, i] from x_1, y_1, ..., x_i."""
-        check_prompt(xs, self.n_dims, self.cfg.max_points)
-        h = read_in_tokens(self.read_in, xs, ys, self.cfg.token_format == "interleaved_flag")  # (B, T, E)
+        h = self.tokens(xs, ys)  # (B, T, E)
         h = self.drop(h[:, :-1])  # (B, T, E): the last y token feeds no prediction, T = 2N - 1
         for block in self.blocks:
             h = block(h)  # (B, T, E)
         return self.read_out(self.norm_f(h[:, 0::2]))[..., 0]  # (B, N): read out at the x tokens
-
-    predict = forward  # the predictor contract shared with every baseline
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
 
 def param_count(model: ModelConfig, n_dims: int) -> int:

@@ -12,10 +12,10 @@ from icl.figures import check_yscale, configured_yscale
 from icl.fileio import atomic_write
 from icl.report.context import Report
 from icl.report.runs import collect_runs
-from icl.report.sections import fig1, fig2, fig3, gap_closed, gaps, learning, sinusoid, training
+from icl.report.sections import fig1, fig2, fig3, gap_closed, gaps, learning, seeds, sinusoid, training
 from icl.resources import check_evaluation
 
-SECTIONS = (training, learning, fig1, fig2, gap_closed, gaps, fig3, sinusoid)  # in report order
+SECTIONS = (training, learning, fig1, fig2, gap_closed, seeds, gaps, fig3, sinusoid)  # in report order
 
 
 def write_report(

@@ -15,8 +15,10 @@ from icl.tasks.quadratic import Quadratic
 from icl.tasks.registry import TASKS, build_task, register
 from icl.tasks.relu import ReluNet
 from icl.tasks.sinusoid import Sinusoid
+from icl.tasks.skills import SkillComposition
 
 register(DenseLinear, SparseLinear, Sinusoid, ReluNet, ConvexCombination, Quadratic, LinearClassification, DecisionTree)
+register(SkillComposition)
 
 METRICS = ("mse", "zero_one")  # how a class's predictions are judged (icl.evaluation.curves computes them)
 
@@ -51,6 +53,7 @@ __all__ = [
     "Quadratic",
     "LinearClassification",
     "DecisionTree",
+    "SkillComposition",
     "METRICS",
     "metric_of",
     "mixture_metric",

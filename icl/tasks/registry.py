@@ -58,6 +58,8 @@ def _check_type(field: str, value: Any, hint: Any) -> Any:
             if not math.isfinite(value):  # NaN passes every range check written as x < lo
                 raise ICLError(f"{field}: got {value!r}; allowed: a finite number")
             return float(value)
+        if origin is str and isinstance(value, str):
+            return value
         if origin is list and isinstance(value, (list, tuple)):
             return list(value)
         if t is Any:

@@ -30,14 +30,14 @@ SPARSE = [{"name": "sparse_linear", "weight": 1, "params": {"nnz": 1}}]
 SINE = {"name": "sinusoid", "params": {"freq_shape": 6.0, "freq_scale": 0.16666666666666666}}
 
 
-def make_sweep(root: Path, name: str, base: dict, mixtures: list) -> Path:
+def make_sweep(root: Path, name: str, base: dict, mixtures: list, seeds: list | None = None) -> Path:
     """Train every point of a tiny sweep in-process, as `icl sweep FILE --point` would."""
     (root / f"{name}.base.yaml").write_text(yaml.safe_dump({**TINY, **base}))
     spec = {
         "name": name,
         "program": "icl",
         "method": "grid",
-        "parameters": {"data.mixture": {"values": mixtures}},
+        "parameters": {"data.mixture": {"values": mixtures}} | ({"seed": {"values": seeds}} if seeds else {}),
         "command": ["icl", "sweep", f"{name}.yaml", "--point", f"{name}.base.yaml", "${args_no_hyphens}"],
     }
     (root / f"{name}.yaml").write_text(yaml.safe_dump(spec))
@@ -125,6 +125,25 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len([x for x in lines if x.endswith(": reused (step 4)")]) == 9
     assert len([x for x in lines if ": suite paper1_dense_sparse: reused from " in x]) == 3
+
+
+def test_runs_that_differ_only_in_seed_get_their_spread(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
+    sweep_dir = make_sweep(tmp_path, "seeds", base, [[{"name": "dense_linear", "weight": 1}]], seeds=[0, 1])
+    runs, _ = collect_runs(sweep_dir)
+    assert sorted(r.label for r in runs) == ["seed=0", "seed=1"]
+    assert main(["report", str(sweep_dir)]) == 0
+    out = sweep_dir / "report"
+    assert "## Seed-to-seed spread" in (out / "report.md").read_text()
+    table = [r for r in rows(out / "seeds.csv") if r["quantity"] == "mse"]
+    assert {r["runs"] for r in table} == {"runs (seeds 0, 1)"} and {r["n_seeds"] for r in table} == {"2"}
+    for r in table:  # each seed's own cached curve, summarised
+        k, cls = int(r["k"]), eval_classes(runs)[0]
+        per_seed = [class_curves(run, cls, 20, "cpu", [])["curves"]["model"]["mean"][k] for run in runs]
+        assert float(r["mean"]) == pytest.approx(sum(per_seed) / 2)
+        assert (float(r["min"]), float(r["max"])) == pytest.approx((min(per_seed), max(per_seed)))
+        assert float(r["max"]) > float(r["min"])  # the seeds trained different models
 
 
 def test_sinusoid_report_has_convex_and_frequency_tables(swept):

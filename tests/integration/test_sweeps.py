@@ -34,6 +34,7 @@ GRID = {
     "repro_model_size": 3,
     "search_mixture_stage1": 4,
     "search_mixture_stage2": 1,
+    "search_mixture_stage3": 1,
 }
 TINY_BASE = {
     "data": {"n_dims": 3, "n_points": 6, "batch_size": 8},

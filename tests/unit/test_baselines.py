@@ -64,6 +64,9 @@ CASES = {
     # tested in tests/unit/test_new_baselines.py and measured in benchmarks/bench_baselines.py).
     "gd_2nn": {"steps": 10},
     "xgboost": {"n_estimators": 10},
+    # Dictionary baselines (icl/baselines/oracle.py): atoms linear0, square2 and cube3 of 4-d inputs.
+    "oracle_support": {"support": [0, 6, 11], "atoms": ["linear", "square", "cube"]},
+    "dictionary_lasso": {"alpha": 0.05, "atoms": ["linear", "square", "cube"]},
 }
 
 

@@ -261,7 +261,8 @@ def test_every_function_class_declares_a_registered_posterior_or_none():
 
 
 def test_bayes_and_bayes_train_are_built_per_scenario_from_their_mixture():
-    assert {name for name, cls in BASELINES.items() if cls.scenario_dependent} == {"bayes", "bayes_train"}
+    dependent = {name for name, cls in BASELINES.items() if cls.scenario_dependent}
+    assert dependent == {"bayes", "bayes_train", "oracle_support", "dictionary_lasso"}
     scenario = PretrainMixture([component(SparseLinear(nnz=1), 0.1)])
     train = PretrainMixture([component(DenseLinear(), 0.1)])
     xs, ys = draw(SparseLinear(nnz=1), 2, 6, 3, 0.1, seed=13)

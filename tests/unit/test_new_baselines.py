@@ -143,9 +143,10 @@ def test_xgboost_matches_direct_fits():
     xs, ys = regression(2, 6, 3, seed=6)
     preds = build_baseline("xgboost", n_estimators=10).predict(xs, ys)
     assert (preds[:, 0] == 0).all()
+    torch.testing.assert_close(build_baseline("xgboost", n_estimators=10, workers=1).predict(xs, ys), preds)
     for b in range(2):
         for i in (1, 3, 5):
-            model = xgb.XGBRegressor(n_estimators=10, max_depth=6, learning_rate=0.3, n_jobs=1)
+            model = xgb.XGBRegressor(n_estimators=10, max_depth=6, learning_rate=0.3, n_jobs=1, tree_method="exact")
             expected = model.fit(xs[b, :i].numpy(), ys[b, :i].numpy()).predict(xs[b, i : i + 1].numpy())[0]
             assert preds[b, i].item() == pytest.approx(float(expected), abs=1e-6)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from icl.curriculum import Curriculum, CurriculumConfig, Ramp
+from icl.curriculum import Curriculum, CurriculumConfig, Ramp, WeightRamp
 from icl.errors import ICLError
 from icl.inputs import InputConfig, covariance_factor, sample_inputs
 from icl.rng import Domain, Stream, derive_seed, generator
@@ -142,6 +142,42 @@ def test_curriculum_batches_have_inactive_dims_zero_and_short_prompts():
 def test_bad_curricula(cfg, match):
     with pytest.raises(ICLError, match=match):
         Curriculum.build(cfg, 20, 41)
+
+
+def test_weight_ramp_holds_then_interpolates_then_uses_the_mixture():
+    ramp = CurriculumConfig(weights=WeightRamp(start=[1.0, 0.0], hold=10, steps=20))
+    s = make(curriculum=ramp)
+    for step, frac_sparse in [(0, 0.0), (9, 0.0), (10, 0.0), (20, 0.35), (30, 0.7), (500, 0.7)]:
+        assert s.curriculum.weights_at(step) == pytest.approx([1 - frac_sparse, frac_sparse])
+        ids = s.sample_batch(step, batch_size=4000).info["component"]
+        assert (ids == 1).float().mean().item() == pytest.approx(frac_sparse, abs=4 * math.sqrt(0.25 / 4000))
+    # a class with no weight at this step draws no parameters; evaluation ignores the ramp
+    assert s.sample_batch(0).info["params"][1] is None
+    ids = s.sample_batch(0, batch_size=4000, domain=Domain.EVAL).info["component"]
+    assert (ids == 1).float().mean().item() == pytest.approx(0.7, abs=0.03)
+
+
+def test_weight_ramp_after_its_end_gives_the_batches_of_the_plain_mixture():
+    ramped = make(curriculum=CurriculumConfig(weights=WeightRamp(start=[0.0, 1.0], hold=3, steps=2)))
+    plain = make()
+    for step in (5, 6, 40):
+        a, b = ramped.sample_batch(step), plain.sample_batch(step)
+        torch.testing.assert_close(a.xs, b.xs)
+        torch.testing.assert_close(a.ys, b.ys)
+
+
+@pytest.mark.parametrize(
+    "ramp, match",
+    [
+        (WeightRamp(start=[1.0]), "one per data.mixture entry"),
+        (WeightRamp(start=[0.6, 0.6]), "summing to 1"),
+        (WeightRamp(start=[float("nan"), 1.0]), "summing to 1"),
+        (WeightRamp(start=[0.0, 1.0], hold=-1), "hold"),
+    ],
+)
+def test_bad_weight_ramps(ramp, match):
+    with pytest.raises(ICLError, match=match):
+        make(curriculum=CurriculumConfig(weights=ramp))
 
 
 # --- inputs ---------------------------------------------------------------------------------

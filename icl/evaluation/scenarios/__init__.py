@@ -13,6 +13,7 @@ from icl.evaluation.scenarios.in_distribution import in_distribution, longer_pro
 from icl.evaluation.scenarios.paper1 import convex_sweep, dense_vs_sparse, frequency_sweep, sparsity_sweep
 from icl.evaluation.scenarios.quadratic import quadratic_data
 from icl.evaluation.scenarios.robustness import robustness
+from icl.evaluation.scenarios.skills import skill_tuples
 from icl.plugins import check_free
 from icl.sampling import PretrainMixture
 from icl.suite_spec import SUITES_FILE, is_suite_file, read_suite_file, shipped_suites
@@ -28,6 +29,7 @@ SCENARIOS: dict[str, ScenarioFamily] = {
         robustness,
         longer_prompts,
         quadratic_data,
+        skill_tuples,
     )
 }
 
