@@ -482,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu", help="torch device of the forward passes, e.g. cpu or cuda")
     pr.set_defaults(func=cmd_probe, items=[])
     co = sub.add_parser(
-        "compose", help="skill composition of a run trained on skill_composition: seen vs held-out tuples; docs/skills.md"
+        "compose", help="skill composition of a skill_composition run: seen vs held-out tuples; docs/skills.md"
     )
     co.add_argument("target", metavar="RUN_DIR")
     co.add_argument("--k", type=int, help="in-context examples (default: the run's eval.table_k)")

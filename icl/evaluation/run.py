@@ -6,6 +6,7 @@ holds this checkpoint's evaluation with these settings is reused instead of reco
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -217,24 +218,8 @@ def evaluate_suite(
     model.eval()
     partial = outputs.begin(out_dir, outputs.EVAL)
     try:
-        records = _run_scenarios(
-            model,
-            cfg,
-            sampler,
-            scenarios,
-            names,
-            built,
-            n_prompts,
-            convention,
-            device,
-            partial,
-            suite,
-            checkpoint,
-            wanted,
-            merged + left_out,
-            yscale,
-            progress,
-        )
+        plan = SuitePlan(cfg, sampler, suite, scenarios, names, built, n_prompts, convention, checkpoint, wanted)
+        records = _run_scenarios(model, plan, merged + left_out, device, partial, yscale, progress)
     except BaseException:
         outputs.discard(partial)  # never leave a partial result behind
         raise
@@ -284,30 +269,34 @@ def current_suite(out_dir: Path, checkpoint: dict[str, Any], wanted: dict[str, d
     return records
 
 
+@dataclasses.dataclass
+class SuitePlan:
+    """What ``evaluate_suite`` settles before any work: the run's config, the evaluation sampler,
+    the suite's scenarios, the baselines (names and the scenario-independent ones built), prompts,
+    error convention, the checkpoint's provenance and each scenario's reuse settings."""
+
+    cfg: Config
+    sampler: Sampler
+    suite: str
+    scenarios: list[Scenario]
+    names: list[str]
+    built: dict[str, Any]
+    n_prompts: int
+    convention: str
+    checkpoint: dict[str, Any]
+    wanted: dict[str, dict[str, Any]]
+
+
 def _run_scenarios(
-    model,
-    cfg,
-    sampler,
-    scenarios,
-    names,
-    built,
-    n_prompts,
-    convention,
-    device,
-    partial,
-    suite,
-    checkpoint,
-    wanted,
-    left_out,
-    yscale,
-    progress,
-):
+    model, plan: SuitePlan, notes: list[str], device, partial: Path, yscale: str, progress
+) -> SuiteRecords:
+    cfg, sampler, scenarios, n_prompts = plan.cfg, plan.sampler, plan.scenarios, plan.n_prompts
     records = SuiteRecords()
-    notes: list[str] = list(left_out)
+    notes = list(notes)
     start = time.monotonic()
     with torch.no_grad():
         for i, sc in enumerate(scenarios, start=1):
-            predictors = build_predictors(model, names, built, sc, sampler.mixture, cfg.data.n_dims, notes)
+            predictors = build_predictors(model, plan.names, plan.built, sc, sampler.mixture, cfg.data.n_dims, notes)
             result = error_curves(
                 predictors,
                 sampler,
@@ -323,11 +312,11 @@ def _run_scenarios(
                 partial,
                 sc.name,
                 sc.title,
-                convention,
+                plan.convention,
                 extra={"group": sc.group, "value": sc.value, "query": sc.query}
                 | scenario_agreement(predictors, sampler, n_prompts, sc, cfg, device),
-                checkpoint=checkpoint,
-                settings=wanted[sc.name],
+                checkpoint=plan.checkpoint,
+                settings=plan.wanted[sc.name],
                 yscale=yscale,
             )
             if cfg.data.n_dims == 1 and sc.query is None:
@@ -335,7 +324,7 @@ def _run_scenarios(
             if progress is not None:
                 progress(scenario_line(records[sc.name], cfg, f"[{i}/{len(scenarios)}]", time.monotonic() - start))
     tables = write_tables(records, scenarios, cfg, partial)
-    write_summary(records, tables, notes, cfg, suite, convention, n_prompts, partial, checkpoint)
+    write_summary(records, tables, notes, cfg, plan.suite, plan.convention, n_prompts, partial, plan.checkpoint)
     return records
 
 
