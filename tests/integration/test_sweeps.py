@@ -35,6 +35,7 @@ GRID = {
     "search_mixture_stage1": 4,
     "search_mixture_stage2": 1,
     "search_mixture_stage3": 1,
+    "search_mixture_stage4": 1,
 }
 TINY_BASE = {
     "data": {"n_dims": 3, "n_points": 6, "batch_size": 8},
