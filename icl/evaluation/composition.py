@@ -31,6 +31,7 @@ from icl.baselines import DictionaryLasso, LeastSquares, OracleSupport, Zero
 from icl.checkpoint.load import load_model
 from icl.errors import ICLError
 from icl.evaluation.run import table_k
+from icl.evaluation.scenarios.base import training_component
 from icl.fileio import atomic_write
 from icl.rng import Domain, Stream, generator
 from icl.sampling import PretrainMixture
@@ -222,10 +223,10 @@ def report_run(
     ``n_queries`` defaults to twice the atoms."""
     model, cfg = load_model(run)
     mixture = PretrainMixture.from_config(list(cfg.data.mixture), cfg.data.n_dims)
-    tasks = [c.task for c in mixture.components if c.task.name == "skill_composition"]
-    if not tasks:
+    comp = training_component(mixture, SkillComposition.name)
+    if comp is None:
         raise ICLError(f"{run}: not trained on skill_composition; allowed: a run whose data.mixture has it")
-    task = tasks[0]
+    task = comp.task
     n_context = table_k(cfg, cfg.data.n_points) if n_context is None else n_context
     if not 1 <= n_context < cfg.data.n_points:
         raise ICLError(f"composition: n_context {n_context}; allowed: an integer in 1..{cfg.data.n_points - 1}")
