@@ -260,7 +260,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from icl.analysis.probe_run import parse_settings, run_probe
 
     settings = parse_settings(
-        args.layers, args.position, args.ks, args.targets, args.n_prompts, args.probe, args.probe_seeds
+        args.layers, args.position, args.ks, args.targets, args.n_prompts, args.probe, args.probe_seeds, args.prompts
     )
     out = run_probe(args.target, settings, args.out, args.device)
     print(f"probes written to {out} (probe.json, probe.csv, probe_*.png)")
@@ -309,6 +309,7 @@ def cmd_align(args: argparse.Namespace) -> int:
         steps=args.steps,
         references=[r for r in args.references.split(",") if r],
         device=args.device,
+        prompts=args.prompts,
     )
     out, record = run_align(args.sources, settings, Path(args.out) if args.out else None)
     for metric, recs in record["alignment"].items():
@@ -459,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--permutations", type=int, default=100, help="permutations of the null per source pair")
     a.add_argument("--seed", type=int, help="prompt, query and permutation seed (default: the first run's eval.seed)")
     a.add_argument(
+        "--prompts",
+        help="one class of the first run's mixture to draw the prompts from, e.g. sparse_linear "
+        "(default: the whole mixture)",
+    )
+    a.add_argument(
         "--steps", action="store_true", help="also align every step=*.ckpt of each checkpoint's run to --references"
     )
     a.add_argument("--references", default="truth,bayes", help="algorithms for --steps (default truth,bayes)")
@@ -478,6 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-prompts", type=int, default=4096, help="fresh prompts, split 60/20/20 (default 4096)")
     pr.add_argument("--probe", default="ridge", help="ridge (default), mlp or both; mlp costs minutes at 4096 prompts")
     pr.add_argument("--probe-seeds", type=int, default=3, help="splits and probe initialisations (default 3)")
+    pr.add_argument(
+        "--prompts",
+        help="one class of the run's mixture to draw the prompts from, e.g. sparse_linear (default: the whole mixture)",
+    )
     pr.add_argument("--out", help="output directory (default: RUN_DIR/eval/probe)")
     pr.add_argument("--device", default="cpu", help="torch device of the forward passes, e.g. cpu or cuda")
     pr.set_defaults(func=cmd_probe, items=[])

@@ -109,6 +109,15 @@ class PretrainMixture:
             components.append(Component(task, float(spec.weight), float(spec.noise_std), label))
         return cls(components, mixing)
 
+    def only(self, name: str, flag: str) -> PretrainMixture:
+        """This mixture's first component of class ``name`` alone, at weight 1 (prompts from one
+        class of a run's mixture); ``flag`` names the option in the refusal."""
+        comp = next((c for c in self.components if c.task.name == name), None)
+        if comp is None:
+            names = ", ".join(dict.fromkeys(c.task.name for c in self.components))
+            raise ICLError(f"{flag}: got {name!r}; allowed: a class of the run's mixture ({names})")
+        return PretrainMixture([dataclasses.replace(comp, weight=1.0)], self.mixing)
+
     def sample(
         self, xs: Tensor, seed: int, step: int, domain: Domain, weights: list[float] | None = None
     ) -> tuple[Tensor, dict[str, Any]]:

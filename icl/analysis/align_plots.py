@@ -182,46 +182,72 @@ def elide(label: str, width: int = 2 * SHORT) -> str:
     return label if len(label) <= width else f"{label[:half]}…{label[-half:]}"
 
 
-def plot_trajectory(record: dict[str, Any], out: Path) -> None:
-    """Calibrated alignment to each reference against the model's MSE, one point per checkpoint:
-    a colour per run, a line style per reference."""
-    rows = record["trajectory"]
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+def _trajectory_lines(ax, rows: list[dict[str, Any]], metric: str, x: str) -> None:
+    """One line per (run, reference) of ``metric``'s calibrated alignment against ``x`` (``mse``
+    or ``step``): a colour per run, a line style per reference; first and last step marked."""
     runs = list(dict.fromkeys(r["run"] for r in rows))
     refs = list(dict.fromkeys(r["reference"] for r in rows))
     styles = ["-", "--", ":", "-."]
+    for run in runs:
+        for ref in refs:
+            pts = sorted(
+                (r["step"], r[x], r["calibrated"])
+                for r in rows
+                if (r["metric"], r["run"], r["reference"]) == (metric, run, ref)
+            )
+            if not pts:
+                continue
+            ax.plot(
+                [p[1] for p in pts],
+                [p[2] for p in pts],
+                marker="o",
+                ms=3,
+                ls=styles[refs.index(ref) % len(styles)],
+                color=plt.cm.tab10(runs.index(run) % 10),
+                label=f"{elide(run)} vs {ref}",
+            )
+            if x == "mse":
+                for step, px, py in (pts[0], pts[-1]):
+                    ax.annotate(f"{step}", (px, py), fontsize=6, textcoords="offset points", xytext=(3, 3))
+    ax.set_ylabel("calibrated alignment", fontsize=8)
+    ax.set_title(metric, fontsize=8)
+
+
+def plot_trajectory(record: dict[str, Any], out: Path) -> None:
+    """Calibrated alignment to each reference across a run's checkpoints, against the model's MSE
+    (trajectory.png: the Platonic paper's "stronger models align more") and against the training
+    step, with the model's MSE in a last panel (trajectory_steps.png)."""
+    rows = record["trajectory"]
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    i = record["settings"]["context"]
     fig, axes = panels(len(metrics), 4.2)
     for ax, metric in zip(axes, metrics, strict=True):
-        for run in runs:
-            for ref in refs:
-                pts = sorted(
-                    (r["step"], r["mse"], r["calibrated"])
-                    for r in rows
-                    if (r["metric"], r["run"], r["reference"]) == (metric, run, ref)
-                )
-                if not pts:
-                    continue
-                ax.plot(
-                    [p[1] for p in pts],
-                    [p[2] for p in pts],
-                    marker="o",
-                    ms=3,
-                    ls=styles[refs.index(ref) % len(styles)],
-                    color=plt.cm.tab10(runs.index(run) % 10),
-                    label=f"{elide(run)} vs {ref}",
-                )
-                for step, x, y in (pts[0], pts[-1]):
-                    ax.annotate(f"{step}", (x, y), fontsize=6, textcoords="offset points", xytext=(3, 3))
+        _trajectory_lines(ax, rows, metric, "mse")
         errors = [r["mse"] for r in rows if r["mse"] > 0]
         if errors and max(errors) / min(errors) > 10:
             ax.set_xscale("log")
-        ax.set_xlabel(f"model MSE at i = {record['settings']['context']}", fontsize=8)
-        ax.set_ylabel("calibrated alignment", fontsize=8)
-        ax.set_title(metric, fontsize=8)
+        ax.set_xlabel(f"model MSE at i = {i}", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=6, frameon=False)
     fig.suptitle("Alignment to references vs ICL error across checkpoints (first and last step marked)", fontsize=9)
     save_png(fig, out / "trajectory.png")
+
+    fig, axes = panels(len(metrics) + 1, 4.2)
+    for ax, metric in zip(axes, metrics, strict=False):
+        _trajectory_lines(ax, rows, metric, "step")
+        ax.set_xlabel("training step", fontsize=8)
+    ax = axes[-1]
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    for run in runs:
+        pts = sorted({(r["step"], r["mse"]) for r in rows if r["run"] == run})
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=plt.cm.tab10(runs.index(run) % 10), label=elide(run))
+    ax.set_xlabel("training step", fontsize=8)
+    ax.set_ylabel(f"model MSE at i = {i}", fontsize=8)
+    ax.set_title("ICL error on the same prompts", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=6, frameon=False)
+    fig.suptitle("Alignment to references and ICL error vs training step", fontsize=9)
+    save_png(fig, out / "trajectory_steps.png")
 
 
 def plot_all(record: dict[str, Any], out: Path) -> None:

@@ -33,7 +33,7 @@ from icl.evaluation.agreement import agreement_table, linearity, pair_label, wei
 from icl.evaluation.fingerprint import fingerprint, implied_weights, probe_queries, truth_fingerprint
 from icl.fileio import atomic_write
 from icl.rng import Domain
-from icl.sampling import Batch, Sampler
+from icl.sampling import Batch, PretrainMixture, Sampler
 
 OUT_FLAG = "--out"
 TRUTH = "truth"  # the prompt's own function (noiseless), an algorithm beside the baselines
@@ -66,6 +66,7 @@ class AlignSettings:
     steps: bool = False
     references: Sequence[str] = (TRUTH, "bayes")
     device: str = "cpu"
+    prompts: str | None = None  # one class of the first run's mixture; None: the whole mixture
 
     def check(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
@@ -153,15 +154,16 @@ def source_label(spec: Spec) -> str:
     return checkpoint_label(spec.path) + layers
 
 
-def build_predictor(name: str, sampler: Sampler, batch: Batch) -> Predict:
-    """The algorithm ``name`` as a predictor on this batch's distribution (truth: the prompt's own
-    noiseless function at every input)."""
+def build_predictor(name: str, prompts: PretrainMixture, training: PretrainMixture, batch: Batch) -> Predict:
+    """The algorithm ``name`` as a predictor on this batch, drawn from ``prompts`` (the run's
+    ``training`` mixture or one class of it); truth: the prompt's own noiseless function at every
+    input."""
     if name == TRUTH:
         d = batch.info["n_dims"]
-        return lambda xs, ys: sampler.mixture.evaluate(batch.info, xs[..., :d])
+        return lambda xs, ys: prompts.evaluate(batch.info, xs[..., :d])
     cls = BASELINES[name]
     if cls.scenario_dependent:
-        return cls.for_scenario(sampler.mixture, sampler.mixture).predict
+        return cls.for_scenario(prompts, training).predict
     return build_baseline(name).predict
 
 
@@ -176,15 +178,18 @@ class Context:
             raise ICLError(f"--context: got {self.i}; allowed: 1..{n - 1} (the prompts have {n} points)")
         self.seed = settings.seed if settings.seed is not None else cfg.eval.seed
         self.sampler = Sampler(cfg.data, self.seed)
+        # the prompts' distribution: the run's mixture, or one class of it (--prompts)
+        self.mixture = self.sampler.mixture.only(settings.prompts, "--prompts") if settings.prompts else None
         self.batch = self.sampler.sample_batch(
-            0, batch_size=settings.n_prompts, domain=Domain.EVAL, n_points=n, n_dims=d
+            0, batch_size=settings.n_prompts, domain=Domain.EVAL, n_points=n, n_dims=d, mixture=self.mixture
         )
+        self.mixture = self.mixture or self.sampler.mixture
         self.queries = probe_queries(cfg.data.inputs, settings.n_queries, d, d, self.seed)
         self.device = settings.device
 
     def fingerprint_of(self, name: str, predict: Predict) -> Tensor:
         if name == TRUTH:
-            return truth_fingerprint(self.sampler.mixture, self.batch.info, self.queries, self.batch.info["n_dims"])
+            return truth_fingerprint(self.mixture, self.batch.info, self.queries, self.batch.info["n_dims"])
         return fingerprint(predict, self.batch.xs, self.batch.ys, self.i, self.queries)
 
     def represent(self, fp: Tensor) -> Tensor:
@@ -192,7 +197,7 @@ class Context:
 
     def algorithm(self, name: str) -> Source:
         try:
-            predict = build_predictor(name, self.sampler, self.batch)
+            predict = build_predictor(name, self.mixture, self.sampler.mixture, self.batch)
             fp = self.fingerprint_of(name, predict)
         except ICLError as e:
             raise ICLError(f"source {name}: {e}") from None

@@ -39,6 +39,7 @@ class ProbeSettings:
     n_prompts: int = 4096
     probes: tuple[str, ...] = ("ridge",)
     probe_seeds: int = 3
+    prompts: str | None = None  # one class of the run's mixture; None: the whole mixture
 
 
 def _ints(text: str, flag: str, allowed: str) -> list[int]:
@@ -52,7 +53,14 @@ def _ints(text: str, flag: str, allowed: str) -> list[int]:
 
 
 def parse_settings(
-    layers: str, position: str, ks: str | None, targets: str | None, n_prompts: int, probe: str, probe_seeds: int
+    layers: str,
+    position: str,
+    ks: str | None,
+    targets: str | None,
+    n_prompts: int,
+    probe: str,
+    probe_seeds: int,
+    prompts: str | None = None,
 ) -> ProbeSettings:
     """The command line's values as ProbeSettings, each refused with one line naming what is allowed
     (the ranges that depend on the model are checked once it is loaded, by ``resolve``)."""
@@ -80,6 +88,7 @@ def parse_settings(
         n_prompts=n_prompts,
         probes=probes[probe],
         probe_seeds=probe_seeds,
+        prompts=prompts,
     )
 
 
@@ -195,8 +204,10 @@ def run_probe(
     d, n_points = cfg.data.n_dims, cfg.data.n_points
     layers, ks = resolve(settings, n_layers(model), d, n_points)
     seed = cfg.eval.seed
-    batch = Sampler(cfg.data, seed).sample_batch(
-        0, batch_size=settings.n_prompts, domain=Domain.PROBE, n_points=n_points, n_dims=d
+    sampler = Sampler(cfg.data, seed)
+    mixture = sampler.mixture.only(settings.prompts, "--prompts") if settings.prompts else None
+    batch = sampler.sample_batch(
+        0, batch_size=settings.n_prompts, domain=Domain.PROBE, n_points=n_points, n_dims=d, mixture=mixture
     )
     xs, ys = batch.xs, batch.ys
     target_set = TargetSet(xs, ys, batch.info, ks, seed)
@@ -296,6 +307,7 @@ def run_probe(
         "layers": layers,
         "ks": ks,
         "n_prompts": settings.n_prompts,
+        "prompts": settings.prompts or "the run's mixture",
         "split": sizes,
         "probe_seeds": settings.probe_seeds,
         "probes": list(settings.probes),

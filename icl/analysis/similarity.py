@@ -48,14 +48,20 @@ def _ratio(num: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.zeros_like(num))
 
 
+TIE_DECIMALS = 9  # inner products equal to this many decimals are ties, broken by row index
+
+
 def _neighbours(gram: Tensor, k: int) -> Tensor:
-    """(N, k) indices of each row's k largest inner products, itself excluded."""
+    """(N, k) indices of each row's k largest inner products, itself excluded. Inner products
+    within rounding noise of each other are ties, broken by row index: rows that coincide after
+    normalisation (e.g. the fingerprints of 1-sparse functions with the same support) get the
+    same neighbours in two representations that differ only by float noise."""
     n = gram.shape[0]
     if not 1 <= k <= n - 1:
         raise ICLError(f"neighbours k: got {k}; allowed: 1 .. N - 1 = {n - 1}")
-    masked = gram.clone()
+    masked = gram.round(decimals=TIE_DECIMALS)
     masked.fill_diagonal_(float("-inf"))
-    return masked.topk(k, dim=1).indices
+    return masked.sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def _entries(stack: Tensor, rows: Tensor, cols: Tensor) -> Tensor:

@@ -39,6 +39,11 @@ def test_icl_align_writes_scores_agreement_and_figures(run_dir, tmp_path, capsys
     again = tmp_path / "again"
     assert main([*argv, "--permutations", "9", "--context", "3", "--out", str(again)]) == 0
     assert json.loads((again / "align.json").read_text())["alignment"] == record["alignment"]  # seeded
+    # --prompts restricts the prompts to one class; the run's only class leaves every draw as it was
+    one = tmp_path / "one"
+    assert main([*argv, "--permutations", "9", "--context", "3", "--prompts", "dense_linear", "--out", str(one)]) == 0
+    restricted = json.loads((one / "align.json").read_text())
+    assert restricted["settings"]["prompts"] == "dense_linear" and restricted["alignment"] == record["alignment"]
 
 
 @pytest.mark.slow
@@ -71,7 +76,15 @@ def test_icl_align_end_to_end(run_dir, tmp_path):
     steps = sorted({row["step"] for row in record["trajectory"]})
     assert steps == [3, 6]
     assert {row["reference"] for row in record["trajectory"]} == {"truth", "bayes"}
-    for name in ("align.csv", "agreement.csv", "trajectory.csv", "sources.png", "agreement.png", "trajectory.png"):
+    for name in (
+        "align.csv",
+        "agreement.csv",
+        "trajectory.csv",
+        "sources.png",
+        "agreement.png",
+        "trajectory.png",
+        "trajectory_steps.png",
+    ):
         assert (out / name).stat().st_size > 0
     assert (out / "layers.run.png").is_file()
     assert len((out / "align.csv").read_text().splitlines()) == 1 + 4 * 10
@@ -88,6 +101,7 @@ def test_icl_align_end_to_end(run_dir, tmp_path):
         (["{run}", "truth", "--n-prompts", "5"], "--n-prompts: got 5; allowed:"),
         (["{run}", "truth", "--context", "40"], "--context: got 40; allowed: 1..5"),
         (["{run}", "{run}"], "name the same source twice"),
+        (["{run}", "truth", "--prompts", "sinusoid"], "--prompts: got 'sinusoid'; allowed: a class of the run's"),
     ],
 )
 def test_bad_input_is_one_line(run_dir, tmp_path, capsys, args, message):

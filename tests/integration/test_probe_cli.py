@@ -25,6 +25,7 @@ def test_icl_probe_writes_scores_controls_and_figures(run_dir, tmp_path, capsys)
     assert "target component skipped: the mixture has one class" in capsys.readouterr().out
     record = json.loads((out / "probe.json").read_text())
     assert record["layers"] == [0, 1, 2] and record["ks"] == [2, 6] and record["probes"] == ["ridge", "mlp"]
+    assert record["prompts"] == "the run's mixture"
     assert record["split"] == {"train": 72, "val": 24, "test": 24}
     assert list(record["targets"]) == ["w", "ols", "ridge", "lasso", "xty"]
     assert record["targets"]["w"]["control"] == "re-paired ols" and record["lasso_alpha"] == 0.01
@@ -55,6 +56,7 @@ def test_icl_probe_writes_scores_controls_and_figures(run_dir, tmp_path, capsys)
         (["--n-prompts", "3"], "icl: error: --n-prompts: got 3; allowed: an integer in 10..1000000"),
         (["--targets", "support"], "icl: error: --targets: none of support applies to this run's mixture"),
         (["extra"], "icl: error: unrecognized arguments: extra"),
+        (["--prompts", "sinusoid"], "icl: error: --prompts: got 'sinusoid'; allowed: a class of the run's mixture"),
     ],
 )
 def test_bad_arguments_give_one_line(run_dir, tmp_path, capsys, args, message):

@@ -50,6 +50,18 @@ def test_changing_mixture_weights_leaves_inputs_and_parameters_alone():
     torch.testing.assert_close(a.info["params"][0]["w"], b.info["params"][0]["w"])
 
 
+def test_only_draws_every_prompt_from_one_class_of_the_mixture():
+    s = make()
+    sparse = s.mixture.only("sparse_linear", "--prompts")
+    assert [(c.task.name, c.weight) for c in sparse.components] == [("sparse_linear", 1.0)]
+    b = s.sample_batch(0, domain=Domain.EVAL, mixture=sparse)
+    w = b.info["params"][0]["w"]
+    assert w.shape[0] == 32 and torch.equal((w != 0).sum(-1), torch.full((32,), 2))
+    torch.testing.assert_close(b.ys, (b.xs * w[:, None, :]).sum(-1) / math.sqrt(2))
+    with pytest.raises(ICLError, match=r"^--prompts: got 'sinusoid'; allowed: a class of the run's mixture \(dense_linear, sparse_linear\)$"):
+        s.mixture.only("sinusoid", "--prompts")
+
+
 def test_per_sequence_mixture_proportions_match_weights():
     s = make()
     ids = torch.cat([s.sample_batch(step).info["component"] for step in range(200)])
