@@ -12,6 +12,7 @@ Memory is O(N^2) per prepared layer (N <= 4096 is the intended range).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,17 +81,17 @@ def _permute(stack: Tensor, perm: Tensor) -> Tensor:
     return stack.flatten(1)[:, flat].view(stack.shape)
 
 
-class Metric:
+class Metric(abc.ABC):
     """A similarity score between two representations of the same inputs; see the module doc."""
 
     name = ""
 
-    def prepare(self, feats: Tensor) -> Prepared:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def prepare(self, feats: Tensor) -> Prepared: ...
 
+    @abc.abstractmethod
     def scores(self, side_a: Prepared, side_b: Prepared, perm: Tensor | None = None) -> Tensor:
         """(La, Lb) scores of every layer pair of two stacked sides (``stack``), rows of b permuted."""
-        raise NotImplementedError
 
     @staticmethod
     def rows(side: Prepared) -> int:

@@ -3,6 +3,7 @@ statistics that let one batched solve serve every context length at once."""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from icl.errors import ICLError
 from icl.sampling import PretrainMixture
 
 
-class Predictor:
+class Predictor(abc.ABC):
     """``predict(xs (B, N, D), ys (B, N)) -> preds (B, N)``: ``preds[:, i]`` is the prediction
     of ``ys[:, i]`` from the context ``(xs[:, :i], ys[:, :i])`` and the query ``xs[:, i]``
     only; ``preds[:, 0]`` has no context. ``name`` is the registry key, ``label`` the display
@@ -28,8 +29,8 @@ class Predictor:
     # ones): evaluation builds them per scenario with ``for_scenario``, not once with ``build``.
     scenario_dependent: ClassVar[bool] = False
 
-    def predict(self, xs: Tensor, ys: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def predict(self, xs: Tensor, ys: Tensor) -> Tensor: ...
 
     def __call__(self, xs: Tensor, ys: Tensor) -> Tensor:
         return self.predict(xs, ys)

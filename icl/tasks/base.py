@@ -3,6 +3,7 @@ evaluate one (``apply``), both batched over sequences and free of side effects."
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ Params = dict[str, Any]  # tensors with leading dim B (nested dicts for composit
 
 
 @dataclasses.dataclass
-class FunctionClass:
+class FunctionClass(abc.ABC):
     """Base class. Subclasses are dataclasses whose fields are their config parameters.
 
     ``sample_params(n, n_dims, generator)`` draws ``n`` functions on ``R^n_dims``;
@@ -32,14 +33,14 @@ class FunctionClass:
     # The error the class is judged by (icl.tasks.METRICS): mse, or zero_one for +-1 labels.
     metric: ClassVar[str] = "mse"
 
-    def check(self, n_dims: int) -> None:
+    def check(self, n_dims: int) -> None:  # noqa: B027 (a default: every n_dims is accepted)
         """Raise ICLError if this class cannot be used with inputs of ``n_dims`` dimensions."""
 
-    def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def sample_params(self, n: int, n_dims: int, generator: torch.Generator) -> Params: ...
 
-    def apply(self, params: Params, xs: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply(self, params: Params, xs: Tensor) -> Tensor: ...
 
     def floats_per_sequence(self, n_points: int, n_dims: int) -> int:
         """About how many floats ``sample_params`` and ``apply`` hold at once per sequence: the
