@@ -139,5 +139,12 @@ def check_free(kind: str, name: str, obj: Any, registry: dict[str, Any]) -> None
         )
 
 
+def check_complete(kind: str, cls: type) -> None:
+    """Refuse a class that leaves one of its base's abstract methods undefined, naming them."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ICLError(f"{kind} {cls.__name__}: {', '.join(missing)} not defined; allowed: a class that defines them")
+
+
 def _where(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"

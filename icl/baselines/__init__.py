@@ -21,7 +21,7 @@ from icl.baselines.simple import KNN, Averaging, Zero
 from icl.baselines.tree import GreedyTree, GreedyTreeFull
 from icl.baselines.xgb import XGBoost
 from icl.errors import ICLError
-from icl.plugins import check_free
+from icl.plugins import check_complete, check_free
 
 BASELINES: dict[str, type[Predictor]] = {
     cls.name: cls
@@ -54,6 +54,7 @@ def register(*classes: type[Predictor]) -> None:
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, Predictor) and cls.name):
             raise ICLError(f"baseline {cls!r}: allowed: a subclass of icl.baselines.Predictor with a `name`")
+        check_complete("baseline", cls)
         check_free("baseline", cls.name, cls, BASELINES)
         BASELINES[cls.name] = cls
 

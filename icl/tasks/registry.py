@@ -11,7 +11,7 @@ import typing
 from typing import Any
 
 from icl.errors import ICLError
-from icl.plugins import check_free
+from icl.plugins import check_complete, check_free
 from icl.tasks.base import FunctionClass
 
 TASKS: dict[str, type[FunctionClass]] = {}
@@ -25,6 +25,7 @@ def register(*classes: type[FunctionClass]) -> None:
             raise ICLError(f"function class {cls!r}: allowed: a dataclass subclass of icl.tasks.FunctionClass")
         if not cls.name:
             raise ICLError(f"function class {cls.__name__}: empty name; allowed: a snake_case class attribute `name`")
+        check_complete("function class", cls)
         check_free("function class", cls.name, cls, TASKS)
         TASKS[cls.name] = cls
 

@@ -16,10 +16,12 @@ from icl.baselines import (
     Lasso,
     LassoCV,
     LeastSquares,
+    Predictor,
     Ridge,
     Unavailable,
     build_baseline,
     component,
+    register,
 )
 from icl.baselines.base import prefix_stats
 from icl.baselines.lasso_solver import _path, duality_gap, lasso_path, objective, solve_lasso
@@ -84,6 +86,13 @@ def build(name, d=4):
 def test_registry_keys_are_snake_case_and_cases_name_registered_baselines():
     assert set(CASES) <= set(BASELINES)
     assert all(re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name) for name in BASELINES), sorted(BASELINES)
+
+
+def test_a_baseline_without_predict_is_refused_when_registered():
+    nothing = type("Nothing", (Predictor,), {"name": "nothing"})
+    with pytest.raises(ICLError, match=r"^baseline Nothing: predict not defined; allowed: a class that defines them$"):
+        register(nothing)
+    assert "nothing" not in BASELINES
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

@@ -1,13 +1,15 @@
 """Function classes: shapes, determinism, sparsity, Gamma prior, unit variance."""
 
+import dataclasses
 import math
+from typing import ClassVar
 
 import pytest
 import torch
 
 from icl.errors import ICLError
 from icl.rng import Stream, generator
-from icl.tasks import TASKS, DenseLinear, build_task
+from icl.tasks import TASKS, DenseLinear, FunctionClass, build_task
 from icl.tasks.registry import register
 from icl.tasks.sinusoid import _gamma
 
@@ -33,6 +35,19 @@ def test_a_name_is_registered_once():
     with pytest.raises(ICLError, match="already registered to icl.tasks.linear.DenseLinear"):
         register(impostor)
     assert TASKS["dense_linear"] is DenseLinear
+
+
+def test_a_class_without_apply_is_refused_when_registered():
+    @dataclasses.dataclass
+    class Half(FunctionClass):
+        name: ClassVar[str] = "half"
+
+        def sample_params(self, n, n_dims, generator):
+            return {}
+
+    with pytest.raises(ICLError, match=r"^function class Half: apply not defined; allowed: a class that defines them$"):
+        register(Half)
+    assert "half" not in TASKS
 
 
 def _draw(name, params, n=256, n_points=7, d=6, seed=0):
