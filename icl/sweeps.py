@@ -438,8 +438,9 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
                     print(f"{tag}: {what} (exit {proc.returncode}): {detail} (log: {log_path})", flush=True)
                     failed.append(tag)
     except KeyboardInterrupt:
-        for proc in running:
-            proc.terminate()
+        if not _terminal_signalled_workers():
+            for proc in running:
+                proc.terminate()
         for proc in running:
             proc.wait()
         raise
@@ -451,6 +452,17 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
         )
         return 1
     return 0
+
+
+def _terminal_signalled_workers() -> bool:
+    """Whether the sweep's SIGINT came from its terminal (Ctrl-C), which sends it to the whole
+    foreground process group, the workers included: each then saves after its step, and a
+    SIGTERM from the sweep on top would be their second signal, stopping them without a save.
+    Otherwise (``kill -INT`` of the sweep alone, no terminal) the sweep stops its workers."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError):  # no terminal on stdin
+        return False
 
 
 class _Progress:

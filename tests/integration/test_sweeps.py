@@ -36,6 +36,7 @@ GRID = {
     "search_mixture_stage2": 1,
     "search_mixture_stage3": 1,
     "search_mixture_stage4": 1,
+    "search_mixture_stage6": 1,
 }
 TINY_BASE = {
     "data": {"n_dims": 3, "n_points": 6, "batch_size": 8},
@@ -207,6 +208,53 @@ def test_killed_sweep_skips_finished_points_and_resumes_the_interrupted_one(tmp_
     from icl.checkpoint.io import read_checkpoint
 
     assert read_checkpoint(long)["global_step"] == 300
+
+
+@pytest.mark.slow  # a sweep under a pseudo-terminal, interrupted: about 15 s
+def test_ctrl_c_in_a_terminal_saves_each_worker_once(tmp_path, monkeypatch):
+    """Ctrl-C reaches the sweep and its workers (the terminal's foreground process group); each
+    worker saves last.ckpt after its step. The sweep must not signal them again: a second signal
+    stops a worker without saving."""
+    import pty
+    import select
+
+    monkeypatch.chdir(tmp_path)
+    write_sweep("ctrlc", {"train.steps": {"values": [100000]}, "train.checkpoint_every": {"values": [50000]}})
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the sweep, in a new session whose controlling terminal is the pseudo-terminal
+        os.execve(sys.executable, [sys.executable, "-m", "icl", "sweep", "s.yaml"], env)
+    output, sent, deadline = b"", False, time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            trained = [len(_train_rows(p)) for p in Path("runs/ctrlc").glob("*/metrics.csv")]
+            if not sent and trained and trained[0] > 3:
+                os.write(fd, b"\x03")  # Ctrl-C, as the terminal's line discipline delivers it
+                sent = True
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the sweep closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert sent, output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, output.decode(errors="replace")
+    (run,) = Path("runs/ctrlc").glob("*/checkpoints/last.ckpt")
+    log = next(Path("runs/ctrlc/logs").glob("*.log")).read_text()
+    assert "SIGINT after step" in log and "nothing saved" not in log, log
+    from icl.checkpoint.io import read_checkpoint
+
+    assert read_checkpoint(run.parent.parent)["global_step"] >= 4
+
+
+def _train_rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [row for row in csv.DictReader(f) if row.get("train/loss")]
 
 
 def test_run_states_follow_the_most_advanced_checkpoint(tmp_path):
