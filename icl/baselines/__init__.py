@@ -54,8 +54,8 @@ def register(*classes: type[Predictor]) -> None:
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, Predictor) and cls.name):
             raise ICLError(f"baseline {cls!r}: allowed: a subclass of icl.baselines.Predictor with a `name`")
-        check_complete("baseline", cls)
         check_free("baseline", cls.name, cls, BASELINES)
+        check_complete("baseline", cls)
         BASELINES[cls.name] = cls
 
 

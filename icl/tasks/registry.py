@@ -25,8 +25,8 @@ def register(*classes: type[FunctionClass]) -> None:
             raise ICLError(f"function class {cls!r}: allowed: a dataclass subclass of icl.tasks.FunctionClass")
         if not cls.name:
             raise ICLError(f"function class {cls.__name__}: empty name; allowed: a snake_case class attribute `name`")
-        check_complete("function class", cls)
         check_free("function class", cls.name, cls, TASKS)
+        check_complete("function class", cls)
         TASKS[cls.name] = cls
 
 
