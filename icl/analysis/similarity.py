@@ -49,20 +49,21 @@ def _ratio(num: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.zeros_like(num))
 
 
-TIE_DECIMALS = 9  # inner products equal to this many decimals are ties, broken by row index
+TIE_LEVELS = 10**9  # inner products equal to 1e-9 of the largest |inner product| are ties
 
 
 def _neighbours(gram: Tensor, k: int) -> Tensor:
     """(N, k) indices of each row's k largest inner products, itself excluded. Inner products
-    within rounding noise of each other are ties, broken by row index: rows that coincide after
-    normalisation (e.g. the fingerprints of 1-sparse functions with the same support) get the
-    same neighbours in two representations that differ only by float noise."""
+    within rounding noise of each other are ties, broken by the smaller row index: rows that
+    coincide after normalisation (e.g. the fingerprints of 1-sparse functions with the same
+    support) get the same neighbours in two representations that differ only by float noise."""
     n = gram.shape[0]
     if not 1 <= k <= n - 1:
         raise ICLError(f"neighbours k: got {k}; allowed: 1 .. N - 1 = {n - 1}")
-    masked = gram.round(decimals=TIE_DECIMALS)
-    masked.fill_diagonal_(float("-inf"))
-    return masked.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    levels = torch.round(gram / gram.abs().max().clamp_min(1e-300) * TIE_LEVELS).long()
+    key = levels * n + (n - 1 - torch.arange(n, device=gram.device))  # one int64 per pair, no ties
+    key.fill_diagonal_(torch.iinfo(torch.int64).min)
+    return key.topk(k, dim=1).indices
 
 
 def _entries(stack: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
