@@ -39,7 +39,7 @@ class Predictor(abc.ABC):
     def for_scenario(cls, scenario: PretrainMixture, train: PretrainMixture) -> Predictor:
         """The predictor for one evaluation scenario, from the scenario's mixture or the training
         mixture (``scenario_dependent`` baselines only)."""
-        raise NotImplementedError(f"{cls.name} is not scenario-dependent")
+        raise TypeError(f"{cls.name} is not scenario-dependent: build it with build_baseline")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
