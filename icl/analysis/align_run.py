@@ -179,11 +179,11 @@ class Context:
         self.seed = settings.seed if settings.seed is not None else cfg.eval.seed
         self.sampler = Sampler(cfg.data, self.seed)
         # the prompts' distribution: the run's mixture, or one class of it (--prompts)
-        self.mixture = self.sampler.mixture.only(settings.prompts, "--prompts") if settings.prompts else None
+        whole = self.sampler.mixture
+        self.mixture = whole.only(settings.prompts, "--prompts") if settings.prompts else whole
         self.batch = self.sampler.sample_batch(
             0, batch_size=settings.n_prompts, domain=Domain.EVAL, n_points=n, n_dims=d, mixture=self.mixture
         )
-        self.mixture = self.mixture or self.sampler.mixture
         self.queries = probe_queries(cfg.data.inputs, settings.n_queries, d, d, self.seed)
         self.device = settings.device
 
