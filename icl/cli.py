@@ -320,6 +320,13 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompts_option(parser: argparse.ArgumentParser, whose: str) -> None:
+    parser.add_argument(
+        "--prompts",
+        help=f"one class of {whose} mixture to draw the prompts from, e.g. sparse_linear (default: the whole mixture)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="icl", description="In-context learning of function classes with transformers.")
     parser.add_argument("--version", action=_VersionAction, help="print `icl VERSION` and exit")
@@ -459,11 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--n-queries", type=int, default=32, help="probe queries M of the fingerprints (default 32)")
     a.add_argument("--permutations", type=int, default=100, help="permutations of the null per source pair")
     a.add_argument("--seed", type=int, help="prompt, query and permutation seed (default: the first run's eval.seed)")
-    a.add_argument(
-        "--prompts",
-        help="one class of the first run's mixture to draw the prompts from, e.g. sparse_linear "
-        "(default: the whole mixture)",
-    )
+    _prompts_option(a, "the first run's")
     a.add_argument(
         "--steps", action="store_true", help="also align every step=*.ckpt of each checkpoint's run to --references"
     )
@@ -484,10 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-prompts", type=int, default=4096, help="fresh prompts, split 60/20/20 (default 4096)")
     pr.add_argument("--probe", default="ridge", help="ridge (default), mlp or both; mlp costs minutes at 4096 prompts")
     pr.add_argument("--probe-seeds", type=int, default=3, help="splits and probe initialisations (default 3)")
-    pr.add_argument(
-        "--prompts",
-        help="one class of the run's mixture to draw the prompts from, e.g. sparse_linear (default: the whole mixture)",
-    )
+    _prompts_option(pr, "the run's")
     pr.add_argument("--out", help="output directory (default: RUN_DIR/eval/probe)")
     pr.add_argument("--device", default="cpu", help="torch device of the forward passes, e.g. cpu or cuda")
     pr.set_defaults(func=cmd_probe, items=[])

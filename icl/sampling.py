@@ -109,10 +109,14 @@ class PretrainMixture:
             components.append(Component(task, float(spec.weight), float(spec.noise_std), label))
         return cls(components, mixing)
 
+    def component(self, name: str) -> Component | None:
+        """The first component of class ``name``, if any."""
+        return next((c for c in self.components if c.task.name == name), None)
+
     def only(self, name: str, flag: str) -> PretrainMixture:
         """This mixture's first component of class ``name`` alone, at weight 1 (prompts from one
         class of a run's mixture); ``flag`` names the option in the refusal."""
-        comp = next((c for c in self.components if c.task.name == name), None)
+        comp = self.component(name)
         if comp is None:
             names = ", ".join(dict.fromkeys(c.task.name for c in self.components))
             raise ICLError(f"{flag}: got {name!r}; allowed: a class of the run's mixture ({names})")

@@ -31,7 +31,6 @@ from icl.baselines import DictionaryLasso, LeastSquares, OracleSupport, Zero
 from icl.checkpoint.load import load_model
 from icl.errors import ICLError
 from icl.evaluation.run import table_k
-from icl.evaluation.scenarios.base import training_component
 from icl.fileio import atomic_write
 from icl.rng import Domain, Stream, generator
 from icl.sampling import PretrainMixture
@@ -223,7 +222,7 @@ def report_run(
     ``n_queries`` defaults to twice the atoms."""
     model, cfg = load_model(run)
     mixture = PretrainMixture.from_config(list(cfg.data.mixture), cfg.data.n_dims)
-    comp = training_component(mixture, SkillComposition.name)
+    comp = mixture.component(SkillComposition.name)
     if comp is None:
         raise ICLError(f"{run}: not trained on skill_composition; allowed: a run whose data.mixture has it")
     task = comp.task

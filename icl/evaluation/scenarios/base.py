@@ -80,8 +80,3 @@ def single(name: str, params: dict | None = None, noise_std: float = 0.0, label:
     """A one-component mixture of the registered function class ``name``."""
     task = build_task(name, params or {})
     return PretrainMixture([Component(task, 1.0, noise_std, label or name)])
-
-
-def training_component(mixture: PretrainMixture, cls_name: str) -> Component | None:
-    """The training mixture's first component of class ``cls_name``, if any."""
-    return next((c for c in mixture.components if c.task.name == cls_name), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from icl.config import Config
 from icl.errors import ICLError
-from icl.evaluation.scenarios.base import Scenario, single, training_component
+from icl.evaluation.scenarios.base import Scenario, single
 from icl.sampling import PretrainMixture
 
 
@@ -13,7 +13,7 @@ def dense_vs_sparse(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     """Paper 1 Figs. 1-2: dense linear and sparse linear data (the training nnz, else 2).
     A suite that also runs in_distribution or sparsity_sweep (paper1_dense_sparse) evaluates each
     of these once, under the name there (icl.evaluation.scenarios.identity.distinct)."""
-    sparse = training_component(mixture, "sparse_linear")
+    sparse = mixture.component("sparse_linear")
     nnz = sparse.task.nnz if sparse else min(2, cfg.data.n_dims)
     return [
         Scenario("cross.dense", "dense linear", single("dense_linear")),

@@ -4,14 +4,14 @@ shifted queries and scaled inputs or weights."""
 from __future__ import annotations
 
 from icl.config import Config
-from icl.evaluation.scenarios.base import Scenario, single, training_component
+from icl.evaluation.scenarios.base import Scenario, single
 from icl.inputs import InputConfig
 from icl.sampling import PretrainMixture
 
 
 def robustness(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     """Paper 2's robustness suite on dense linear functions (the training class's convention)."""
-    dense = training_component(mixture, "dense_linear")
+    dense = mixture.component("dense_linear")
     normalize = dense.task.normalize if dense else True
     base = {"normalize": normalize}
     lin = single("dense_linear", base)

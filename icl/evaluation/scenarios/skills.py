@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 from icl.config import Config
-from icl.evaluation.scenarios.base import Scenario, training_component
+from icl.evaluation.scenarios.base import Scenario
 from icl.sampling import Component, PretrainMixture
 from icl.tasks import SkillComposition
 
@@ -18,7 +18,7 @@ def skill_tuples(cfg: Config, mixture: PretrainMixture) -> list[Scenario]:
     row per k. A model trained on other classes gets skill_composition's default whitelist
     (every singleton of its dictionary). Larger held-out tuples (k beyond the whitelist's sizes)
     go in a suite file: ``{name: skill_composition, params: {..., split: heldout, k: 3}}``."""
-    comp = training_component(mixture, "skill_composition")
+    comp = mixture.component("skill_composition")
     task, noise_std = (comp.task, comp.noise_std) if comp is not None else (SkillComposition(), 0.0)
     d = cfg.data.n_dims
     sizes = sorted({len(t) for t in dataclasses.replace(task, split="train", k=None).tuple_list(d)})
