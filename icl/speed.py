@@ -53,6 +53,11 @@ class _FlatParameters:
         self._grads = [self._grad[part].view_as(p) for part, p in zip(self._slices, self._params, strict=True)]
         self._flat = torch.nn.Parameter(flat)
         super().__init__([self._flat], **kwargs)
+        # A fused torch optimiser declares that its step undoes fp16 loss scaling itself, and
+        # Lightning then refuses gradient clipping under any mixed precision, bf16 included (no
+        # scaler there). Declared False, a GradScaler unscales the gradients before clipping, as
+        # for any optimiser, and the fused step gets no scale to undo.
+        self._step_supports_amp_scaling = False
         self.zero_grad()
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -1,6 +1,7 @@
 """Speed paths that need a compiler, a training run or a process of their own: the compiled model
 is one graph and trains like the eager one (slow: torch.compile), device sampling trains to the
-loader's weights, and keep_freed_memory stops the page faults of every step."""
+loader's weights, the flat optimiser clips under bf16 autocast, and keep_freed_memory stops the
+page faults of every step."""
 
 import subprocess
 import sys
@@ -44,6 +45,21 @@ def test_device_sampling_trains_to_the_same_weights(tmp_path):
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
 
+
+
+def test_the_flat_optimiser_clips_under_bf16_autocast_as_the_plain_one(tmp_path):
+    """Lightning refuses to clip for an optimiser that declares it undoes loss scaling itself (a
+    fused torch optimiser does), under any mixed precision; the flat optimiser declares it does
+    not, so bf16-mixed with train.grad_clip trains, and clips as the per-parameter Adam does."""
+    states = []
+    for fused in ("true", "false"):
+        overrides = ["train.steps=3", "train.precision=bf16-mixed", "train.grad_clip=0.01"]
+        cfg = load_config([], [*TINY, *overrides, f"train.fused_optimizer={fused}"])
+        run_dir = prepare_new_run(cfg, tmp_path / fused, overwrite=False)
+        train(cfg, run_dir, evaluate=False)
+        states.append(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"])
+    for k in states[0]:
+        torch.testing.assert_close(states[0][k], states[1][k], rtol=1e-5, atol=1e-6, msg=k)
 
 _FAULTS_SCRIPT = """
 import resource, torch
