@@ -37,6 +37,7 @@ GRID = {
     "search_mixture_stage3": 1,
     "search_mixture_stage4": 1,
     "search_mixture_stage6": 1,
+    "search_mixture_stage7": 1,
     "search_specialists_c": 2,
 }
 TINY_BASE = {
