@@ -248,7 +248,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.items:
         raise ICLError(f"unrecognized arguments: {' '.join(args.items)} (see `icl report --help`)")
     out = write_report(
-        Path(args.sweep_dir), Path(args.out) if args.out else None, args.n_prompts, args.device, args.yscale
+        [Path(d) for d in args.sweep_dirs],
+        Path(args.out) if args.out else None,
+        args.n_prompts,
+        args.device,
+        args.yscale,
     )
     print(f"report written to {out} (report.md, *.csv, *.png, *.pdf)")
     return 0
@@ -433,8 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.set_defaults(func=cmd_sweep, items=[])
     r = sub.add_parser("report", help="tables and plots (paper 1 Figs. 1-3, sweep tables) from a sweep's finished runs")
-    r.add_argument("sweep_dir", metavar="SWEEP_DIR")
-    r.add_argument("--out", help="output directory (default: SWEEP_DIR/report)")
+    r.add_argument(
+        "sweep_dirs",
+        metavar="SWEEP_DIR",
+        nargs="+",
+        help="a sweep's runs directory; several are reported together (e.g. a sweep and one adding seeds)",
+    )
+    r.add_argument("--out", help="output directory (default: the first SWEEP_DIR/report)")
     r.add_argument(
         "--n-prompts", type=int, help="prompts per scenario for evaluations still missing (default: eval.n_prompts)"
     )

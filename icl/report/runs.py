@@ -58,26 +58,33 @@ def class_label(name: str, params: dict[str, Any]) -> str:
     return name + (f"({', '.join(shown)})" if shown else "")
 
 
-def collect_runs(sweep_dir: Path) -> tuple[list[Run], list[str]]:
-    """The finished runs under ``sweep_dir`` (trained to train.steps) and notes on the others."""
-    if not sweep_dir.is_dir():
-        raise ICLError(f"sweep directory not found: {sweep_dir}")
+def collect_runs(sweep_dirs: list[Path]) -> tuple[list[Run], list[str]]:
+    """The finished runs under the sweep directories (trained to train.steps), reported together
+    (e.g. a sweep and another that adds seeds to some of its points), and notes on the others."""
     runs, skipped = [], []
-    for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
-        cfg = load_config([cfg_path])
-        state = run_state(cfg_path.parent, cfg.train.steps)
-        if state in ("done", "trained"):
-            runs.append(Run(cfg_path.parent, cfg))
-        else:
-            skipped.append(f"{cfg_path.parent.name}: not finished ({state}); not included")
+    seen: set[Path] = set()
+    for sweep_dir in sweep_dirs:
+        if not sweep_dir.is_dir():
+            raise ICLError(f"sweep directory not found: {sweep_dir}")
+        if sweep_dir.resolve() in seen:
+            raise ICLError(f"sweep directory {sweep_dir} given twice; allowed: each directory once")
+        seen.add(sweep_dir.resolve())
+        for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
+            cfg = load_config([cfg_path])
+            state = run_state(cfg_path.parent, cfg.train.steps)
+            if state in ("done", "trained"):
+                runs.append(Run(cfg_path.parent, cfg))
+            else:
+                skipped.append(f"{cfg_path.parent}: not finished ({state}); not included")
+    where = ", ".join(map(str, sweep_dirs))
     if not runs:
         raise ICLError(
-            f"{sweep_dir}: no finished runs (subdirectories with config.yaml and checkpoints/last.ckpt at "
-            "train.steps); allowed: a sweep directory such as runs/<sweep name>"
+            f"{where}: no finished runs (subdirectories with config.yaml and checkpoints/last.ckpt at "
+            "train.steps); allowed: sweep directories such as runs/<sweep name>"
         )
     dims = sorted({(r.cfg.data.n_dims, r.cfg.data.n_points) for r in runs})
     if len(dims) > 1:
-        raise ICLError(f"{sweep_dir}: runs differ in (data.n_dims, data.n_points) {dims}; allowed: one problem size")
+        raise ICLError(f"{where}: runs differ in (data.n_dims, data.n_points) {dims}; allowed: one problem size")
     label_runs(runs)
     runs.sort(key=lambda r: ([-c.weight for c in r.cfg.data.mixture], r.arch, r.path.name))
     return runs, skipped
@@ -103,9 +110,11 @@ def label_runs(runs: list[Run]) -> None:
         parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model."))]
         run.label = "; ".join(parts) or run.path.name
     labels = [r.label for r in runs]
+    names = [r.path.name for r in runs]
     for run in runs:
-        if labels.count(run.label) > 1:
-            run.label = f"{run.label} ({run.path.name})"
+        if labels.count(run.label) > 1:  # the sweep's name too where two sweeps share run names
+            name = run.path.name if names.count(run.path.name) == 1 else f"{run.path.parent.name}/{run.path.name}"
+            run.label = f"{run.label} ({name})"
 
 
 def specialist(runs: list[Run], name: str, params: dict[str, Any], like: Run) -> Run | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from support import check_one_line
 
 from icl import sweeps
 from icl.checkpoint.load import load_model
@@ -131,7 +132,7 @@ def test_runs_that_differ_only_in_seed_get_their_spread(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
     sweep_dir = make_sweep(tmp_path, "seeds", base, [[{"name": "dense_linear", "weight": 1}]], seeds=[0, 1])
-    runs, _ = collect_runs(sweep_dir)
+    runs, _ = collect_runs([sweep_dir])
     assert sorted(r.label for r in runs) == ["seed=0", "seed=1"]
     assert main(["report", str(sweep_dir)]) == 0
     out = sweep_dir / "report"
@@ -144,6 +145,25 @@ def test_runs_that_differ_only_in_seed_get_their_spread(tmp_path, monkeypatch):
         assert float(r["mean"]) == pytest.approx(sum(per_seed) / 2)
         assert (float(r["min"]), float(r["max"])) == pytest.approx((min(per_seed), max(per_seed)))
         assert float(r["max"]) > float(r["min"])  # the seeds trained different models
+
+
+def test_runs_of_several_sweeps_are_reported_together(tmp_path, monkeypatch, capsys):
+    """A sweep and another adding a seed to its point: one report, one seed group of the two."""
+    monkeypatch.chdir(tmp_path)
+    base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
+    dense = [[{"name": "dense_linear", "weight": 1}]]
+    first = make_sweep(tmp_path, "main", base, dense, seeds=[0])
+    extra = make_sweep(tmp_path, "extra", base, dense, seeds=[1])
+    assert main(["report", str(first), str(extra)]) == 0
+    md = (first / "report" / "report.md").read_text()
+    assert md.startswith(f"# Report: {first}, {extra}\n") and "## Seed-to-seed spread" in md
+    assert {r["n_seeds"] for r in rows(first / "report" / "seeds.csv")} == {"2"}
+    assert [r["label"] for r in rows(first / "report" / "runs.csv")] == ["seed=0", "seed=1"]
+    capsys.readouterr()
+    rc = main(["report", str(first), str(tmp_path / "runs" / "main")])
+    check_one_line(
+        rc, capsys.readouterr().err, r"sweep directory .*runs/main given twice; allowed: each directory once"
+    )
 
 
 def test_sinusoid_report_has_convex_and_frequency_tables(swept):
@@ -163,8 +183,8 @@ def test_sinusoid_report_has_convex_and_frequency_tables(swept):
 
 def test_sections_declare_the_runs_they_apply_to(swept):
     _, dense_sparse, sine = swept
-    ds, _ = collect_runs(dense_sparse)
-    sin, _ = collect_runs(sine)
+    ds, _ = collect_runs([dense_sparse])
+    sin, _ = collect_runs([sine])
     assert fig3.applies(ds) and not fig3.applies(sin)  # a sparse class, d >= 2
     assert sinusoid.applies(sin) and not sinusoid.applies(ds)  # sinusoids at d = 1
     assert gaps.applies(ds) and gaps.applies(sin)  # a mixture beside a specialist of one of its classes
@@ -174,7 +194,7 @@ def test_sections_declare_the_runs_they_apply_to(swept):
 
 def test_prediction_distances_use_the_evaluation_prompts(swept):
     _, sweep_dir, _ = swept
-    runs, _ = collect_runs(sweep_dir)
+    runs, _ = collect_runs([sweep_dir])
     run, other = runs[1], runs[0]
     a, b = run.model("cpu"), other.model("cpu")
     mixture = class_mixture({"name": "sparse_linear", "params": {"nnz": 2}, "noise_std": 0.0}, 4)
@@ -196,7 +216,7 @@ def test_report_refuses_a_directory_without_finished_runs(tmp_path):
 def test_loaded_model_predicts_like_the_cached_curve(swept):
     """The report's numbers come from the trained weights (not, say, a fresh model)."""
     _, sweep_dir, _ = swept
-    runs, _ = collect_runs(sweep_dir)
+    runs, _ = collect_runs([sweep_dir])
     model, cfg = load_model(runs[0].path)
     cls = next(c for c in eval_classes(runs) if c.title == "dense_linear")
     sampler = Sampler(cfg.data, cfg.eval.seed)
