@@ -89,7 +89,7 @@ def class_curves(
     record = read_record(out / f"{cls.name}.json")
     if record is not None and matches(record, checkpoint, wanted):
         notes += [n for n in record.get("notes", []) if n not in notes]
-        say(f"{run.path.name}: {cls.title}: reused (step {checkpoint['global_step']})")
+        say(f"{run.key}: {cls.title}: reused (step {checkpoint['global_step']})")
         return record
     start = time.monotonic()
     cfg, d = run.cfg, run.cfg.data.n_dims
@@ -112,7 +112,7 @@ def class_curves(
         yscale=yscale,
     )
     took = duration(time.monotonic() - start)
-    say(f"{run.path.name}: {cls.title}: evaluated at step {checkpoint['global_step']} in {took}")
+    say(f"{run.key}: {cls.title}: evaluated at step {checkpoint['global_step']} in {took}")
     return record
 
 
@@ -130,9 +130,9 @@ def suite_records(
     wanted = {sc.name: scenario_settings(sc, run.cfg, suite, n_prompts, names, "mse") for sc in scenarios}
     records = current_suite(out, checkpoint, wanted)
     if records is not None:
-        say(f"{run.path.name}: suite {suite}: reused from {out} (step {checkpoint['global_step']})")
+        say(f"{run.key}: suite {suite}: reused from {out} (step {checkpoint['global_step']})")
         return dict(records)
-    say(f"{run.path.name}: suite {suite}: evaluating {len(scenarios)} scenarios at step {checkpoint['global_step']}")
+    say(f"{run.key}: suite {suite}: evaluating {len(scenarios)} scenarios at step {checkpoint['global_step']}")
     records = evaluate_suite(
         run.model(device),
         run.cfg,
@@ -143,6 +143,6 @@ def suite_records(
         checkpoint=checkpoint,
         reuse=False,
         yscale=yscale,
-        progress=lambda line: say(f"{run.path.name}: {line}"),
+        progress=lambda line: say(f"{run.key}: {line}"),
     )
     return dict(records)

@@ -16,7 +16,7 @@ from icl.report.runs import Run
 class Report:
     runs: list[Run]
     classes: list[EvalClass]
-    records: dict[str, dict[str, dict[str, Any]]]  # run directory name -> eval class name -> curve record
+    records: dict[str, dict[str, dict[str, Any]]]  # Run.key -> eval class name -> curve record
     k: int  # in-context examples in tables (eval.table_k)
     n_prompts: int
     device: str
@@ -30,9 +30,7 @@ class Report:
     ) -> Report:
         """Every run on every eval class (from the runs' caches where they hold these curves)."""
         classes = eval_classes(runs)
-        records = {
-            r.path.name: {c.name: class_curves(r, c, n_prompts, device, notes, yscale) for c in classes} for r in runs
-        }
+        records = {r.key: {c.name: class_curves(r, c, n_prompts, device, notes, yscale) for c in classes} for r in runs}
         return cls(runs, classes, records, k, n_prompts, device, out, notes, yscale)
 
     @property
@@ -49,19 +47,17 @@ class Report:
 
     def curves(self, run: Run, cls: EvalClass) -> dict[str, dict[str, list[float]]]:
         """{predictor: {mean, ci_low, ci_high}} of ``run`` on ``cls``."""
-        return self.records[run.path.name][cls.name]["curves"]
+        return self.records[run.key][cls.name]["curves"]
 
     def gap_closed(self, run: Run, cls: EvalClass) -> dict[str, list[float | None]] | None:
         """{mean, ci_low, ci_high} per k (None where undefined) of ``run``'s model on ``cls``: the fraction
         of the least-squares-to-Bayes gap it closes; None where Bayes does not exist for the class."""
-        return self.records[run.path.name][cls.name].get("gap_closed", {}).get("model")
+        return self.records[run.key][cls.name].get("gap_closed", {}).get("model")
 
     def checkpoint(self, run: Run) -> dict[str, Any]:
         """{path, global_step, sha256} of the checkpoint every number of ``run`` comes from."""
         return run.checkpoint(self.device)
 
     def suite(self, name: str, baselines: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """Run directory name -> scenario name -> record of eval suite ``name``, evaluated where a run lacks it."""
-        return {
-            r.path.name: suite_records(r, name, self.n_prompts, self.device, baselines, self.yscale) for r in self.runs
-        }
+        """Run.key -> scenario name -> record of eval suite ``name``, evaluated where a run lacks it."""
+        return {r.key: suite_records(r, name, self.n_prompts, self.device, baselines, self.yscale) for r in self.runs}

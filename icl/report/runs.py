@@ -3,6 +3,7 @@ apart from the others, its trained model loaded on first use; and the specialist
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 from pathlib import Path
@@ -23,8 +24,12 @@ class Run:
     path: Path
     cfg: Config
     label: str = ""
+    key: str = ""  # the run's name in tables and records: its directory, or sweep/directory where two sweeps share it
     _model: Any = None
     _checkpoint: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.path.name
 
     def model(self, device: str):
         """The model of the run's newest checkpoint, loaded on first use."""
@@ -85,6 +90,13 @@ def collect_runs(sweep_dirs: list[Path]) -> tuple[list[Run], list[str]]:
     dims = sorted({(r.cfg.data.n_dims, r.cfg.data.n_points) for r in runs})
     if len(dims) > 1:
         raise ICLError(f"{where}: runs differ in (data.n_dims, data.n_points) {dims}; allowed: one problem size")
+    for name, count in collections.Counter(r.path.name for r in runs).items():
+        if count == 1:
+            continue
+        same = [r for r in runs if r.path.name == name]
+        short = len({r.path.parent.name for r in same}) == len(same)  # else two sweep dirs share a name too
+        for run in same:
+            run.key = f"{run.path.parent.name}/{name}" if short else str(run.path)
     label_runs(runs)
     runs.sort(key=lambda r: ([-c.weight for c in r.cfg.data.mixture], r.arch, r.path.name))
     return runs, skipped
@@ -108,13 +120,11 @@ def label_runs(runs: list[Run]) -> None:
             family = f"{m.family} " if any(k == "model.family" for k in differ) else ""
             parts.append(family + "{}L/{}H/{}".format(*run.arch))
         parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model."))]
-        run.label = "; ".join(parts) or run.path.name
+        run.label = "; ".join(parts) or run.key
     labels = [r.label for r in runs]
-    names = [r.path.name for r in runs]
     for run in runs:
-        if labels.count(run.label) > 1:  # the sweep's name too where two sweeps share run names
-            name = run.path.name if names.count(run.path.name) == 1 else f"{run.path.parent.name}/{run.path.name}"
-            run.label = f"{run.label} ({name})"
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} ({run.key})"
 
 
 def specialist(runs: list[Run], name: str, params: dict[str, Any], like: Run) -> Run | None:

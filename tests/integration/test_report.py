@@ -128,15 +128,22 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
     assert len([x for x in lines if ": suite paper1_dense_sparse: reused from " in x]) == 3
 
 
-def test_runs_that_differ_only_in_seed_get_their_spread(tmp_path, monkeypatch):
+def test_runs_that_differ_only_in_seed_get_their_spread_across_sweeps(tmp_path, monkeypatch, capsys):
+    """A sweep and another adding a seed to its point: reported together, the two runs form one
+    seed group."""
     monkeypatch.chdir(tmp_path)
     base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
-    sweep_dir = make_sweep(tmp_path, "seeds", base, [[{"name": "dense_linear", "weight": 1}]], seeds=[0, 1])
-    runs, _ = collect_runs([sweep_dir])
+    dense = [[{"name": "dense_linear", "weight": 1}]]
+    first = make_sweep(tmp_path, "main", base, dense, seeds=[0])
+    extra = make_sweep(tmp_path, "extra", base, dense, seeds=[1])
+    runs, _ = collect_runs([first, extra])
     assert sorted(r.label for r in runs) == ["seed=0", "seed=1"]
-    assert main(["report", str(sweep_dir)]) == 0
-    out = sweep_dir / "report"
-    assert "## Seed-to-seed spread" in (out / "report.md").read_text()
+    assert main(["report", str(first), str(extra)]) == 0
+    out = first / "report"
+    md = (out / "report.md").read_text()
+    assert md.startswith(f"# Report: {first}, {extra}\n") and "## Seed-to-seed spread" in md
+    # Both sweeps name their one run "run": records and tables tell them apart by the sweep.
+    assert [(r["run"], r["label"]) for r in rows(out / "runs.csv")] == [("main/run", "seed=0"), ("extra/run", "seed=1")]
     table = [r for r in rows(out / "seeds.csv") if r["quantity"] == "mse"]
     assert {r["runs"] for r in table} == {"runs (seeds 0, 1)"} and {r["n_seeds"] for r in table} == {"2"}
     for r in table:  # each seed's own cached curve, summarised
@@ -145,20 +152,6 @@ def test_runs_that_differ_only_in_seed_get_their_spread(tmp_path, monkeypatch):
         assert float(r["mean"]) == pytest.approx(sum(per_seed) / 2)
         assert (float(r["min"]), float(r["max"])) == pytest.approx((min(per_seed), max(per_seed)))
         assert float(r["max"]) > float(r["min"])  # the seeds trained different models
-
-
-def test_runs_of_several_sweeps_are_reported_together(tmp_path, monkeypatch, capsys):
-    """A sweep and another adding a seed to its point: one report, one seed group of the two."""
-    monkeypatch.chdir(tmp_path)
-    base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
-    dense = [[{"name": "dense_linear", "weight": 1}]]
-    first = make_sweep(tmp_path, "main", base, dense, seeds=[0])
-    extra = make_sweep(tmp_path, "extra", base, dense, seeds=[1])
-    assert main(["report", str(first), str(extra)]) == 0
-    md = (first / "report" / "report.md").read_text()
-    assert md.startswith(f"# Report: {first}, {extra}\n") and "## Seed-to-seed spread" in md
-    assert {r["n_seeds"] for r in rows(first / "report" / "seeds.csv")} == {"2"}
-    assert [r["label"] for r in rows(first / "report" / "runs.csv")] == ["seed=0", "seed=1"]
     capsys.readouterr()
     rc = main(["report", str(first), str(tmp_path / "runs" / "main")])
     check_one_line(

@@ -35,7 +35,7 @@ def write(report: Report) -> str:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     header, cols, drawn = ["nnz"], [], {}
     for run, color in zip(runs, colors(len(runs)), strict=True):
-        vals = [suites[run.path.name][f"sparsity.nnz_{s}"]["curves"]["model"]["mean"][k] for s in nnzs]
+        vals = [suites[run.key][f"sparsity.nnz_{s}"]["curves"]["model"]["mean"][k] for s in nnzs]
         ax1.plot(nnzs, vals, "o-", color=color, ms=3, label=run.label)
         drawn[run.label] = (nnzs, vals)
         header.append(run.label)
@@ -47,7 +47,7 @@ def write(report: Report) -> str:
             drawn[f"paper 1 (x 20): {run.label}"] = (nnzs, paper)
             header.append(f"paper x 20: {run.label}")
             cols.append(paper)
-    first = suites[runs[0].path.name]
+    first = suites[runs[0].key]
     if all("least_squares" in first[f"sparsity.nnz_{s}"]["curves"] for s in nnzs):
         ls = [first[f"sparsity.nnz_{s}"]["curves"]["least_squares"]["mean"][k] for s in nnzs]
         style = figures.line_style("least_squares")

@@ -68,7 +68,7 @@ def applies(runs: list[Run]) -> bool:
 
 def write(report: Report) -> str:
     runs, out = report.runs, report.out
-    data = {r.path.name: read_curves(r.path / "metrics.csv") for r in runs}
+    data = {r.key: read_curves(r.path / "metrics.csv") for r in runs}
     scenarios = sorted({s for c in data.values() for s in c})
     ks = shown_ks(report)
     fig, axes = plt.subplots(2, len(scenarios), figsize=(4.2 * len(scenarios), 6.4), squeeze=False, sharex=True)
@@ -76,7 +76,7 @@ def write(report: Report) -> str:
     for col, scenario in enumerate(scenarios):
         ax_err, ax_gap = axes[0][col], axes[1][col]
         for run, color in zip(runs, colors(len(runs)), strict=True):
-            curves = data[run.path.name]
+            curves = data[run.key]
             for k, style in zip(ks, ("-", "--"), strict=False):
                 model = curves.get(scenario, {}).get("model", {}).get(k, [])
                 if model:
@@ -89,8 +89,8 @@ def write(report: Report) -> str:
                 model = dict(curves.get(scenario, {}).get("model", {}).get(k, []))
                 ls = dict(curves.get(scenario, {}).get(LS, {}).get(k, []))
                 for step, gap in series or [(s, None) for s in sorted(model)]:
-                    rows.append([run.path.name, scenario, k, step, model.get(step), ls.get(step), gap])
-        first = next((data[r.path.name][scenario] for r in runs if scenario in data[r.path.name]), {})
+                    rows.append([run.key, scenario, k, step, model.get(step), ls.get(step), gap])
+        first = next((data[r.key][scenario] for r in runs if scenario in data[r.key]), {})
         for k, style in zip(ks, ("-", "--"), strict=False):
             for name in (LS, BAYES):
                 ref = first.get(name, {}).get(k, [])

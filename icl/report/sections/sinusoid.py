@@ -27,7 +27,7 @@ def write(report: Report) -> str:
     suites = report.suite(SUITE, REFERENCES)
     text = ""
     for group, what, xlabel in GROUPS:
-        first = suites[runs[0].path.name]
+        first = suites[runs[0].key]
         scen = sorted((r for r in first.values() if r.get("group") == group), key=lambda r: r["value"])
         if not scen:
             continue
@@ -39,19 +39,19 @@ def write(report: Report) -> str:
             header.append("prior P(W <= w)")
         model = {}  # run directory name -> value -> the model's error at k
         for run in runs:
-            recs = [r for r in suites[run.path.name].values() if r.get("group") == group]
-            model[run.path.name] = {r["value"]: r["curves"]["model"]["mean"][k] for r in recs}
+            recs = [r for r in suites[run.key].values() if r.get("group") == group]
+            model[run.key] = {r["value"]: r["curves"]["model"]["mean"][k] for r in recs}
         rows = []
         fig, ax = plt.subplots(figsize=(6, 4))
         drawn = {}
         for run, run_color in zip(runs, colors(len(runs)), strict=True):
-            drawn[run.label] = (values, [model[run.path.name][v] for v in values])
+            drawn[run.label] = (values, [model[run.key][v] for v in values])
             ax.plot(*drawn[run.label], "o-", color=run_color, ms=3, label=run.label)
         for ref in refs:
             drawn[ref] = (values, [r["curves"][ref]["mean"][k] for r in scen])
             ax.plot(*drawn[ref], color=color(ref), ls=line_style(ref), lw=1.2, label=ref)
         for i, v in enumerate(values):
-            row = [v] + [model[run.path.name][v] for run in runs] + [scen[i]["curves"][ref]["mean"][k] for ref in refs]
+            row = [v] + [model[run.key][v] for run in runs] + [scen[i]["curves"][ref]["mean"][k] for ref in refs]
             if prior is not None:
                 row.append(float((prior <= v).mean()))
             rows.append(row)

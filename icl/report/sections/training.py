@@ -28,7 +28,7 @@ def write(report: Report) -> str:
         ckpt = report.checkpoint(run)
         rows.append(
             [
-                run.path.name,
+                run.key,
                 run.label,
                 str(run.cfg.train.steps),
                 str(ckpt["global_step"]),
