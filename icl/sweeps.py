@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,8 @@ WANDB_KEYS = ("program", "name", "description", "method", "metric", "parameters"
 PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")  # W&B's pattern for parameter names
 MAX_NAME = 100  # longer run names are cut and made unique by a hash of the values
 PROGRESS_EVERY_S = 60.0  # a console line per training point this often
+# Exit codes of a worker that SIGINT or SIGTERM stopped (icl.interrupts: 128 + the signal's number)
+STOPPED_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 @dataclass
@@ -377,7 +380,7 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
     size = ensemble_size(ensemble)
     cfgs = check(sweep)
     points = sweep.points()
-    todo, failed = [], []
+    todo, failed, stopped = [], [], []
     for i, (point, cfg) in enumerate(zip(points, cfgs, strict=True), 1):
         run_dir = sweep.sweep_dir(cfg) / point.name
         state = runstate.run_state(run_dir, cfg.train.steps)
@@ -433,10 +436,13 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
                     if state == "done":
                         print(f"{tag}: finished in {time.monotonic() - t0:.0f} s", flush=True)
                         continue
-                    what = "DIVERGED" if state == "diverged" else "FAILED"
-                    detail = _last_line(run_dir / DIVERGED_FILE) if state == "diverged" else _last_line(log_path)
+                    if state == "diverged":
+                        what, detail = "DIVERGED", _last_line(run_dir / DIVERGED_FILE)
+                    else:  # a worker stopped by a signal says in its last line what it saved
+                        what = "STOPPED" if proc.returncode in STOPPED_EXITS else "FAILED"
+                        detail = _last_line(log_path)
                     print(f"{tag}: {what} (exit {proc.returncode}): {detail} (log: {log_path})", flush=True)
-                    failed.append(tag)
+                    (stopped if what == "STOPPED" else failed).append(tag)
     except KeyboardInterrupt:
         if not _terminal_signalled_workers():
             for proc in running:
@@ -444,14 +450,15 @@ def run_local(sweep: Sweep, workers: int = 1, dry_run: bool = False, ensemble: s
         for proc in running:
             proc.wait()
         raise
+    if stopped:
+        print(f"{len(stopped)} of {len(points)} points stopped by a signal; rerun the same command to resume them")
     if failed:
         print(
             f"{len(failed)} of {len(points)} points failed; rerun the same command to retry them "
             "(diverged points are not retried)",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    return 1 if failed or stopped else 0
 
 
 def _terminal_signalled_workers() -> bool:

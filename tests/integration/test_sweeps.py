@@ -71,7 +71,6 @@ def write_sweep(name: str, parameters: dict, change: dict | None = None) -> None
     Path("s.yaml").write_text(yaml.safe_dump(spec))
 
 
-
 def landed(node, value) -> bool:
     """Whether swept ``value`` is in config ``node``: mappings key by key (the config adds its
     defaults), lists item by item, scalars equal."""
@@ -80,6 +79,7 @@ def landed(node, value) -> bool:
     if isinstance(value, list):
         return isinstance(node, list) and len(node) == len(value) and all(map(landed, node, value))
     return node == value
+
 
 def test_every_shipped_sweep_expands_to_valid_distinct_configs(in_root):
     assert {p.stem for p in SHIPPED} == set(GRID)
@@ -262,6 +262,50 @@ def test_ctrl_c_in_a_terminal_saves_each_worker_once(tmp_path, monkeypatch):
     from icl.checkpoint.io import read_checkpoint
 
     assert read_checkpoint(run.parent.parent)["global_step"] >= 4
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.slow  # a sweep whose worker is interrupted: about 10 s
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds the worker through /proc")
+def test_a_worker_stopped_by_a_signal_is_reported_as_stopped_not_failed(tmp_path, monkeypatch):
+    """SIGINT to one worker (not to the sweep): it saves and exits 130; the sweep says STOPPED,
+    that rerunning resumes it, and exits 1."""
+    monkeypatch.chdir(tmp_path)
+    write_sweep("stop", {"train.steps": {"values": [100000]}, "train.checkpoint_every": {"values": [50000]}})
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "icl", "sweep", "s.yaml"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            trained = [len(_train_rows(p)) for p in Path("runs/stop").glob("*/metrics.csv")]
+            if trained and trained[0] > 3:
+                (worker,) = _children(proc.pid)
+                os.kill(worker, signal.SIGINT)
+                break
+            time.sleep(0.05)
+        out = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert "STOPPED (exit 130): icl: stopped: SIGINT after step" in out and "FAILED" not in out, out
+    assert "1 of 1 points stopped by a signal; rerun the same command to resume them" in out, out
+    (run,) = Path("runs/stop").glob("*/checkpoints/last.ckpt")
+    assert runstate.run_state(run.parent.parent, 100000) == "partial"
 
 
 def _train_rows(path: Path) -> list[dict]:
