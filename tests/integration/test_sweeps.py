@@ -31,7 +31,7 @@ GRID = {
     "model_size": 6,
     "repro_dense_sparse": 5,
     "repro_linear_sinusoid": 3,
-    "repro_model_size": 3,
+    "repro_model_size": 2,
     "repro_selection": 5,
     "repro_selection_seeds": 6,
     "search_mixture_stage1": 4,
@@ -353,15 +353,18 @@ def test_repro_configs_train_a_few_steps(path, tmp_path):
     assert len(losses) == 3 and all(0 < v < 100 for v in losses)
 
 
-def test_dry_run_lists_points_and_shell_ready_commands(in_root, capsys):
+def test_dry_run_lists_points_and_shell_ready_commands(tmp_path, monkeypatch, capsys):
     import shlex
 
+    for top in ("configs", "sweeps"):  # the shipped files, with a runs/ of its own (all points absent)
+        (tmp_path / top).symlink_to(ROOT / top)
+    monkeypatch.chdir(tmp_path)
     assert main(["sweep", "sweeps/repro_model_size.yaml", "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     sweep = sweeps.load_sweep("sweeps/repro_model_size.yaml")
     assert len(lines) == 2 * len(sweep.points())
     for i, point in enumerate(sweep.points()):
-        assert lines[2 * i].startswith(f"[{i + 1}/3] {point.name}: ")
+        assert lines[2 * i].startswith(f"[{i + 1}/2] {point.name}: ")
         assert shlex.split(lines[2 * i + 1]) == sweeps.agent_argv(sweep, point.values)
 
 
