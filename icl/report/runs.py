@@ -17,6 +17,15 @@ from icl.runstate import newest_checkpoint, run_state
 
 # Keys that say where or how a run was logged or evaluated, not what was trained: never in a label.
 UNLABELLED = ("name", "out_dir", "eval.", "train.loggers", "train.wandb.", "train.progress_bar")
+# Keys that change how the arithmetic runs, not what is trained (results agree to rounding): not in
+# labels nor seed groups, so runs resumed in bf16 group with fp32 seeds; the runs table shows them.
+EXECUTION = (
+    "train.precision",
+    "train.accelerator",
+    "train.compile",
+    "train.fused_optimizer",
+    "train.keep_freed_memory",
+)
 
 
 @dataclasses.dataclass
@@ -102,6 +111,15 @@ def collect_runs(sweep_dirs: list[Path]) -> tuple[list[Run], list[str]]:
     return runs, skipped
 
 
+RAMP = "data.curriculum.weights."
+
+
+def execution_keys(runs: list[Run]) -> list[str]:
+    """The EXECUTION keys on which the runs differ."""
+    flats = [flatten(to_dict(r.cfg)) for r in runs]
+    return [k for k in EXECUTION if len({repr(f.get(k)) for f in flats}) > 1]
+
+
 def _shown(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, list) else value
 
@@ -110,16 +128,21 @@ def label_runs(runs: list[Run]) -> None:
     """Label each run by what tells it apart from the others: mixture, model size, other keys."""
     flats = [flatten(to_dict(r.cfg)) for r in runs]
     keys = sorted({k for f in flats for k in f})
-    differ = [k for k in keys if not k.startswith(UNLABELLED) and any(f.get(k) != flats[0].get(k) for f in flats)]
+    quiet = UNLABELLED + EXECUTION
+    differ = [k for k in keys if not k.startswith(quiet) and any(f.get(k) != flats[0].get(k) for f in flats)]
     for run, flat in zip(runs, flats, strict=True):
         parts = []
         if any(k.startswith("data.mixture") for k in differ):
             parts.append(" + ".join(f"{c.weight:g} {class_label(c.name, dict(c.params))}" for c in run.active))
+        ramp = run.cfg.data.curriculum.weights
+        if any(k.startswith(RAMP) for k in differ) and ramp.start:
+            start = "/".join(f"{w:g}" for w in ramp.start)
+            parts.append(f"weights {start} for {ramp.hold} steps, {ramp.steps}-step ramp")
         if any(k.startswith("model.") for k in differ):
             m = run.cfg.model  # the family where runs differ in it (gpt2 / lstm / mamba)
             family = f"{m.family} " if any(k == "model.family" for k in differ) else ""
             parts.append(family + "{}L/{}H/{}".format(*run.arch))
-        parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model."))]
+        parts += [f"{k}={_shown(flat.get(k))}" for k in differ if not k.startswith(("data.mixture", "model.", RAMP))]
         run.label = "; ".join(parts) or run.key
     labels = [r.label for r in runs]
     for run in runs:

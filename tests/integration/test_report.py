@@ -129,13 +129,14 @@ def test_dense_sparse_report_has_every_table_and_plot(swept, capsys):
 
 
 def test_runs_that_differ_only_in_seed_get_their_spread_across_sweeps(tmp_path, monkeypatch, capsys):
-    """A sweep and another adding a seed to its point: reported together, the two runs form one
-    seed group."""
+    """A sweep and another adding a seed to its point (computed with another optimiser kernel):
+    reported together, the two runs form one seed group; the runs table shows the kernel."""
     monkeypatch.chdir(tmp_path)
     base = {"data": {"n_dims": 2, "n_points": 4, "batch_size": 8}, "eval": {"n_prompts": 20}}
     dense = [[{"name": "dense_linear", "weight": 1}]]
     first = make_sweep(tmp_path, "main", base, dense, seeds=[0])
-    extra = make_sweep(tmp_path, "extra", base, dense, seeds=[1])
+    other_kernel = {**base, "train": {**TINY["train"], "fused_optimizer": False}}
+    extra = make_sweep(tmp_path, "extra", other_kernel, dense, seeds=[1])
     runs, _ = collect_runs([first, extra])
     assert sorted(r.label for r in runs) == ["seed=0", "seed=1"]
     assert main(["report", str(first), str(extra)]) == 0
@@ -143,7 +144,8 @@ def test_runs_that_differ_only_in_seed_get_their_spread_across_sweeps(tmp_path, 
     md = (out / "report.md").read_text()
     assert md.startswith(f"# Report: {first}, {extra}\n") and "## Seed-to-seed spread" in md
     # Both sweeps name their one run "run": records and tables tell them apart by the sweep.
-    assert [(r["run"], r["label"]) for r in rows(out / "runs.csv")] == [("main/run", "seed=0"), ("extra/run", "seed=1")]
+    table = [(r["run"], r["label"], r["train.fused_optimizer"]) for r in rows(out / "runs.csv")]
+    assert table == [("main/run", "seed=0", "True"), ("extra/run", "seed=1", "False")]
     table = [r for r in rows(out / "seeds.csv") if r["quantity"] == "mse"]
     assert {r["runs"] for r in table} == {"runs (seeds 0, 1)"} and {r["n_seeds"] for r in table} == {"2"}
     for r in table:  # each seed's own cached curve, summarised

@@ -9,16 +9,17 @@ import statistics
 from icl.config import flatten, to_dict
 from icl.report.context import Report
 from icl.report.render import md_table, write_csv
-from icl.report.runs import UNLABELLED, Run
+from icl.report.runs import EXECUTION, UNLABELLED, Run
 
 
 def seed_groups(runs: list[Run]) -> list[list[Run]]:
     """Groups of two or more runs that agree on every config key but ``seed`` (and where/how they
-    were logged), in run order."""
+    were logged and computed), in run order."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         flat = flatten(to_dict(run.cfg))
-        key = repr(sorted((k, repr(v)) for k, v in flat.items() if k != "seed" and not k.startswith(UNLABELLED)))
+        same = [(k, repr(v)) for k, v in flat.items() if k != "seed" and not k.startswith(UNLABELLED + EXECUTION)]
+        key = repr(sorted(same))
         groups.setdefault(key, []).append(run)
     return [g for g in groups.values() if len(g) > 1]
 

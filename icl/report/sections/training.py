@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import csv
 
+from icl.config import flatten, to_dict
 from icl.figures import save_figure
 from icl.report.context import Report
 from icl.report.render import colors, fmt, md_table, plt, write_csv
-from icl.report.runs import Run
+from icl.report.runs import Run, execution_keys
 
 
 def applies(runs: list[Run]) -> bool:
@@ -19,6 +20,7 @@ def write(report: Report) -> str:
     runs, out = report.runs, report.out
     fig, ax = plt.subplots(figsize=(6.5, 4))
     rows = []
+    shown = execution_keys(runs)  # e.g. train.precision where some runs were resumed in bf16
     for run, color in zip(runs, colors(len(runs)), strict=True):
         path = run.path / "metrics.csv"
         data = list(csv.DictReader(path.read_text().splitlines())) if path.is_file() else []
@@ -34,6 +36,7 @@ def write(report: Report) -> str:
                 str(ckpt["global_step"]),
                 ckpt["sha256"][:12],
                 fmt(pts[-1][1] if pts else None),
+                *(str(flatten(to_dict(run.cfg)).get(k)) for k in shown),
             ]
         )
     ax.set_xlabel("step")
@@ -46,7 +49,7 @@ def write(report: Report) -> str:
     ax.set_title("Training loss (metrics.csv)", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "training.png")
-    header = ["run", "label", "steps", "evaluated step", "weights sha256", "last train/loss"]
+    header = ["run", "label", "steps", "evaluated step", "weights sha256", "last train/loss", *shown]
     write_csv(out / "runs.csv", header, rows)
     return (
         "## Runs and training loss\n\nEvery number of a run comes from its newest checkpoint (evaluated step; "
