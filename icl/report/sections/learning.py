@@ -5,7 +5,6 @@ k = d/2 (where model selection shows first) and the table k; what a recipe searc
 from __future__ import annotations
 
 import csv
-import math
 import re
 from pathlib import Path
 
@@ -71,7 +70,8 @@ def write(report: Report) -> str:
     data = {r.key: read_curves(r.path / "metrics.csv") for r in runs}
     scenarios = sorted({s for c in data.values() for s in c})
     ks = shown_ks(report)
-    fig, axes = plt.subplots(2, len(scenarios), figsize=(4.2 * len(scenarios), 6.4), squeeze=False, sharex=True)
+    size = (4.2 * len(scenarios), 6.4 + 0.15 * len(runs))
+    fig, axes = plt.subplots(2, len(scenarios), figsize=size, squeeze=False, sharex=True, layout="constrained")
     rows = []
     for col, scenario in enumerate(scenarios):
         ax_err, ax_gap = axes[0][col], axes[1][col]
@@ -105,9 +105,13 @@ def write(report: Report) -> str:
             ax_gap.text(0.5, 0.5, "undefined (least squares is Bayes here)", ha="center", transform=ax_gap.transAxes)
     axes[0][0].set_ylabel("MSE")
     axes[1][0].set_ylabel("gap closed (0 = LS, 1 = Bayes)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=min(4, len(labels)), frameon=False)
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 4), 1, 1))
+    shown = {}  # every run and reference of any panel, once (not every run is evaluated on every scenario)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            shown.setdefault(label, handle)
+    column = 0.05 * max(map(len, shown), default=0) + 0.6  # inches: 7-pt text plus the line sample
+    ncol = max(1, min(3, len(shown), int(size[0] // column)))
+    fig.legend(list(shown.values()), list(shown), fontsize=7, loc="outside lower center", ncol=ncol, frameon=False)
     save_figure(fig, out / "learning_curves.png")
     header = ["run", "scenario", "k", "step", "model", "least_squares", "gap_closed"]
     write_csv(out / "learning_curves.csv", header, rows)
