@@ -28,11 +28,15 @@ def applies(runs: list[Run]) -> bool:
     return "sparse_linear" in trained_classes(runs) and runs[0].cfg.data.n_dims >= 2
 
 
+BELOW = {"fontsize": 6, "loc": "upper center", "bbox_to_anchor": (0.5, -0.14), "frameon": False}
+
+
 def write(report: Report) -> str:
     runs, k = report.runs, report.k
     suites = report.suite(SUITE, BASELINES)
     nnzs = list(range(1, report.d + 1))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    # Each panel's legend below it (one line per run, two per mixture on the right): never over the data.
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4 + 0.11 * 2 * len(runs)), layout="constrained")
     header, cols, drawn = ["nnz"], [], {}
     for run, color in zip(runs, colors(len(runs)), strict=True):
         vals = [suites[run.key][f"sparsity.nnz_{s}"]["curves"]["model"]["mean"][k] for s in nnzs]
@@ -59,7 +63,7 @@ def write(report: Report) -> str:
     ax1.set_xlabel("non-zero coefficients (nnz)")
     ax1.set_ylabel(f"MSE at k = {k}")
     ax1.set_title("Fig. 3a: sparse data, nnz = 1..d", fontsize=9)
-    ax1.legend(fontsize=6)
+    ax1.legend(**BELOW)
     ax1.grid(alpha=0.25, lw=0.5)
     rows = [[s, *vals] for s, *vals in zip(nnzs, *cols, strict=True)]
     write_csv(report.out / "fig3_error.csv", header, rows)
@@ -68,7 +72,6 @@ def write(report: Report) -> str:
     if any(h.startswith("paper") for h in header):
         text += "\nPaper 1's Fig. 3a plots MSE/d; its values are shown multiplied by d = 20 (raw MSE).\n"
     dist = distance_rows(report, nnzs, ax2)
-    fig.tight_layout()
     figures.save_figure(fig, report.out / "fig3.png")
     if not dist:
         return text + "\nPrediction distance: needs a dense + sparse mixture run and both specialists (w = 0 and 1).\n"
@@ -122,7 +125,7 @@ def distance_rows(report: Report, nnzs: list[int], ax) -> list[list[Any]]:
     ax.set_ylabel("MSD / MSD(dense, sparse specialists)")
     ax.set_title(f"Fig. 3b: prediction distance at k = {k}", fontsize=9)
     if rows:
-        ax.legend(fontsize=6)
+        ax.legend(**BELOW)
     else:
         ax.text(0.5, 0.5, "needs a mixture run and both specialists", ha="center", transform=ax.transAxes)
     return rows
