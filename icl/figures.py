@@ -151,12 +151,17 @@ def _artist_color(ax, label: str):
     return line.get_color() if line is not None else "black"
 
 
-def legend_outside(fig, ax) -> None:
-    """``ax``'s legend below every panel: never over the data or the title, however many runs. The
-    figure must use ``layout="constrained"``."""
-    handles, labels = ax.get_legend_handles_labels()
-    ncol = min(3, len(labels)) or 1
-    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=7, frameon=False)
+def legend_outside(fig, *axes) -> None:
+    """The legend of ``axes`` (each line once) below every panel: never over the data or the title,
+    however many runs, in up to 3 columns that fit the figure's width. The figure must use
+    ``layout="constrained"``."""
+    shown = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            shown.setdefault(label, handle)
+    column = 0.05 * max(map(len, shown), default=0) + 0.6  # inches: 7-pt text plus the line sample
+    ncol = max(1, min(3, len(shown), int(fig.get_figwidth() // column)))
+    fig.legend(list(shown.values()), list(shown), loc="outside lower center", ncol=ncol, fontsize=7, frameon=False)
 
 
 def mark_k_equals_d(ax, d: int) -> None:

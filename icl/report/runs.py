@@ -26,6 +26,7 @@ EXECUTION = (
     "train.fused_optimizer",
     "train.keep_freed_memory",
 )
+RAMP = "data.curriculum.weights."  # a mixture-weight curriculum: labelled as one phrase
 
 
 @dataclasses.dataclass
@@ -109,9 +110,6 @@ def collect_runs(sweep_dirs: list[Path]) -> tuple[list[Run], list[str]]:
     label_runs(runs)
     runs.sort(key=lambda r: ([-c.weight for c in r.cfg.data.mixture], r.arch, r.path.name))
     return runs, skipped
-
-
-RAMP = "data.curriculum.weights."
 
 
 def execution_keys(runs: list[Run]) -> list[str]:

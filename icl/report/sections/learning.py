@@ -10,7 +10,7 @@ from pathlib import Path
 
 from icl.evaluation.gap import BAYES, FLOOR, LS, MIN_GAP
 from icl.figures import color as predictor_color
-from icl.figures import save_figure
+from icl.figures import legend_outside, save_figure
 from icl.report.context import Report
 from icl.report.render import colors, md_table, plt, write_csv
 from icl.report.runs import Run
@@ -105,13 +105,7 @@ def write(report: Report) -> str:
             ax_gap.text(0.5, 0.5, "undefined (least squares is Bayes here)", ha="center", transform=ax_gap.transAxes)
     axes[0][0].set_ylabel("MSE")
     axes[1][0].set_ylabel("gap closed (0 = LS, 1 = Bayes)")
-    shown = {}  # every run and reference of any panel, once (not every run is evaluated on every scenario)
-    for ax in axes[0]:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            shown.setdefault(label, handle)
-    column = 0.05 * max(map(len, shown), default=0) + 0.6  # inches: 7-pt text plus the line sample
-    ncol = max(1, min(3, len(shown), int(size[0] // column)))
-    fig.legend(list(shown.values()), list(shown), fontsize=7, loc="outside lower center", ncol=ncol, frameon=False)
+    legend_outside(fig, *axes[0])  # every panel's lines: not every run is evaluated on every scenario
     save_figure(fig, out / "learning_curves.png")
     header = ["run", "scenario", "k", "step", "model", "least_squares", "gap_closed"]
     write_csv(out / "learning_curves.csv", header, rows)

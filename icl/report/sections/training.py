@@ -28,6 +28,7 @@ def write(report: Report) -> str:
         if pts:
             ax.plot(*zip(*pts, strict=True), color=color, label=run.label, lw=1.2)
         ckpt = report.checkpoint(run)
+        flat = flatten(to_dict(run.cfg)) if shown else {}
         rows.append(
             [
                 run.key,
@@ -36,7 +37,7 @@ def write(report: Report) -> str:
                 str(ckpt["global_step"]),
                 ckpt["sha256"][:12],
                 fmt(pts[-1][1] if pts else None),
-                *(str(flatten(to_dict(run.cfg)).get(k)) for k in shown),
+                *(str(flat.get(k)) for k in shown),
             ]
         )
     ax.set_xlabel("step")
